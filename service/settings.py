@@ -56,6 +56,14 @@ class ClinicalSection(BaseModel):
     # Ferritin ULN used for the DESCAR-T "elevated ferritin" flag when the lab gives no
     # reference range. No default: the DESCAR-T threshold is unknown (spec §3.1, UNVERIFIED).
     ferritin_uln_ng_ml: float | None = None
+    # Points at the exact cut-offs: the [SEED-M] inclusive wording (default), or the strict signs
+    # recalled for the original 2021 table (UNVERIFIED, spec §1.3 item 4).
+    inclusive_boundaries: bool = True
+    # Preliminary results are not used unless a site decides otherwise (spec §5.1).
+    accept_preliminary: bool = False
+    # Factors into the canonical unit for units the spec leaves unusable by default, keyed
+    # "analyte:unit", e.g. {"crp:nmol/L" = 0.0105}. UNVERIFIED factors: a governance decision.
+    unit_factors: dict[str, float] = Field(default_factory=dict)
     # Extra local codes an EHR sends, merged into the shipped value sets.
     extra_loinc: dict[str, list[str]] = Field(default_factory=dict)
     extra_ld_rxnorm: dict[str, list[str]] = Field(default_factory=dict)

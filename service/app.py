@@ -1,0 +1,162 @@
+"""The thin HTTP edge: discovery, the two hook services, errors as OperationOutcome."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+
+import httpx
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cds_hooks.fhir_client import FhirClient
+from cds_hooks.models import CardsResponse, HookRequest, dump_json, order_context
+from cds_hooks.outcome import CDSHookError, operation_outcome
+from cds_hooks.prefetch import PrefetchUnavailable, resolve
+from cds_hooks.registry import Registry, ServiceDefinition
+from service.hooks import HT_KEYS, Clinic, cards_for, trigger_for
+from service.settings import Settings, load_settings
+
+log = logging.getLogger("hematotox.hook")
+
+SERVICE_DESCRIPTION = (
+    "CAR-HEMATOTOX score and non-relapse-mortality risk factors at lymphodepleting chemotherapy "
+    "(fludarabine/cyclophosphamide or bendamustine) before CAR T-cell therapy."
+)
+EMPTY = b'{"cards":[]}'
+
+
+def build_registry(clinic: Clinic) -> Registry:
+    reg = Registry()
+    for hook in ("order-select", "order-sign"):
+        reg.register(ServiceDefinition(
+            id=f"hematotox-{hook}",
+            hook=hook,
+            title=f"CAR-HEMATOTOX before CAR-T lymphodepletion ({hook})",
+            description=SERVICE_DESCRIPTION,
+            prefetch=dict(clinic.templates),
+            handler=None,
+        ))
+    return reg
+
+
+def json_response(body: bytes | dict, status: int = 200) -> Response:
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    return Response(content, status_code=status, media_type="application/json",
+                    headers={"Cache-Control": "no-store"})
+
+
+def outcome_response(status: int, diagnostics: str, code: str = "processing") -> Response:
+    return json_response(operation_outcome(diagnostics, code), status)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    clinic = Clinic.from_settings(settings)
+    registry = build_registry(clinic)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        f = settings.fhir
+        app.state.fhir = FhirClient(
+            timeout=httpx.Timeout(f.deadline_seconds, connect=f.connect_timeout_seconds),
+            limits=httpx.Limits(max_connections=f.max_connections, max_keepalive_connections=f.max_connections))
+        try:
+            yield
+        finally:
+            await app.state.fhir.aclose()
+
+    app = FastAPI(title="hematotox-cds", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.clinic = clinic
+    app.state.registry = registry
+
+    @app.exception_handler(CDSHookError)
+    async def _cds_error(_: Request, exc: CDSHookError) -> Response:
+        return json_response(exc.outcome(), exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        code = "not-found" if exc.status_code == 404 else "processing"
+        return outcome_response(exc.status_code, str(exc.detail), code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
+        return outcome_response(400, "request is not valid", "invalid")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("unhandled error")  # the trace goes to our log, never to the caller
+        return outcome_response(500, "internal error", "exception")
+
+    @app.get("/cds-services")
+    async def discovery() -> Response:
+        return json_response(registry.discovery())
+
+    @app.post("/cds-services/{service_id}")
+    async def call_service(service_id: str, request: Request) -> Response:
+        service = registry.get(service_id)
+        if service is None:
+            raise CDSHookError(404, "not-found", f"no CDS service with id '{service_id}'")
+        t_start = time.perf_counter()
+        req = _parse_request(await request.body())
+        if req.hook != service.hook:
+            raise CDSHookError(400, "invalid", f"service '{service_id}' answers hook '{service.hook}', "
+                                              f"not '{req.hook}'", expression=["hook"])
+        ctx = order_context(req)
+        now = datetime.now(timezone.utc)
+        trigger = trigger_for(ctx, clinic, now)
+        timings = {"parse": time.perf_counter() - t_start}
+        if trigger is None:
+            _log(req, service_id, 200, 0, timings)
+            return json_response(EMPTY)
+        t = time.perf_counter()
+        deadline = time.monotonic() + settings.fhir.deadline_seconds
+        try:
+            resolved = await resolve(
+                clinic.templates, req.context, req.prefetch, app.state.fhir, req.fhirServer,
+                req.fhirAuthorization.access_token.get_secret_value() if req.fhirAuthorization else None,
+                deadline, required=set(HT_KEYS), max_pages=settings.fhir.max_pages)
+        except PrefetchUnavailable as exc:
+            timings["fetch"] = time.perf_counter() - t
+            _log(req, service_id, 412, 0, timings)
+            return json_response({"resourceType": "OperationOutcome", "issue": exc.issues()}, 412)
+        timings["fetch"] = time.perf_counter() - t
+        t = time.perf_counter()
+        cards = cards_for(trigger, ctx, resolved, clinic)
+        timings["score"] = time.perf_counter() - t
+        t = time.perf_counter()
+        body = dump_json(CardsResponse(cards=cards))
+        timings["cards"] = time.perf_counter() - t
+        _log(req, service_id, 200, len(cards), timings)
+        return json_response(body)
+
+    return app
+
+
+def _parse_request(body: bytes) -> HookRequest:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise CDSHookError(400, "structure", "request body is not JSON") from None
+    if not isinstance(data, dict):
+        raise CDSHookError(400, "structure", "request body must be a JSON object")
+    try:
+        return HookRequest.model_validate(data)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+        raise CDSHookError(400, "invalid", "invalid hook request: " + ", ".join(fields),
+                           expression=fields) from None
+
+
+def _log(req: HookRequest, service_id: str, status: int, n_cards: int, timings: dict[str, float]) -> None:
+    # One line per hook, keyed by hookInstance; no token, no patient id, no values.
+    log.info("hook", extra={"event": {
+        "hookInstance": req.hookInstance, "service": service_id, "hook": req.hook, "status": status,
+        "cards": n_cards, "ms": {k: round(v * 1000, 2) for k, v in timings.items()}}})

@@ -1,0 +1,40 @@
+"""`hematotox-cds serve`: run the service with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from service.logging_setup import configure_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hematotox-cds", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the CDS Hooks service")
+    serve.add_argument("--host", default=os.environ.get("HEMATOTOX_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("HEMATOTOX_PORT", "8080")))
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("HEMATOTOX_WORKERS", "1")))
+    serve.add_argument("--log-level", default=os.environ.get("HEMATOTOX_LOG_LEVEL", "info"))
+    args = parser.parse_args(argv)
+
+    import uvicorn
+
+    configure_logging(args.log_level)
+    from service.settings import load_settings
+
+    settings = load_settings()  # fail fast on a bad config, before binding a port
+    if settings.service.development_mode:
+        logging.getLogger("hematotox").warning(
+            "DEVELOPMENT MODE: hooks are answered without a trusted EHR and http FHIR servers are "
+            "allowed. Never run this in production.")
+    uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_config=None, access_log=False,
+                timeout_graceful_shutdown=20)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,343 @@
+"""FHIR Observations → one lab value per analyte, placed in time relative to LD start (T0).
+
+Clinical-spec §1.5 (window, stale values), §1.6 (censored values, derived ANC), §5.1 (codes and
+filters), §6 (units and plausibility). Input is plain Observation dicts as an EHR sends them;
+nothing here trusts a field it has not checked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, tzinfo
+from decimal import Decimal, InvalidOperation
+from typing import Iterable, Literal, Mapping
+
+from service.hematotox import MAX_POINTS, Points, Span, points
+from service.units import CANONICAL, PLAUSIBLE, UnitRejected, is_plausible, to_canonical
+from service.valuesets import LOINC, ValueSets
+
+USABLE_STATUS = frozenset({"final", "amended", "corrected"})
+COMPARATORS = frozenset({"<", "<=", ">", ">="})
+
+Problem = Literal["implausible", "unit", "status", "absent", "no-value", "no-time", "comparator"]
+TimeClass = Literal["current", "stale", "old", "after"]
+Status = Literal["current", "stale", "missing", "censored", "implausible"]
+
+
+@dataclass(frozen=True)
+class LabRules:
+    tz: tzinfo
+    window_days: int = 3
+    lookback_days: int = 30
+    accept_preliminary: bool = False
+    inclusive_boundaries: bool = True
+    # Site factors for units the spec leaves unusable by default, keyed "analyte:unit".
+    configured_factors: Mapping[str, Decimal] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LabResult:
+    analyte: str
+    tier: int
+    value: Decimal | None  # canonical unit; the bound when censored
+    comparator: str | None
+    effective: datetime | None  # timezone-aware
+    date_only: bool
+    timing_imprecise: bool
+    observation: str | None  # "Observation/<id>"
+    problem: Problem | None = None
+    specimen: str | None = None
+    reference_high: Decimal | None = None
+    interpretation: frozenset[str] = frozenset()
+    derived_from: tuple[str, ...] = ()
+
+    @property
+    def unit(self) -> str:
+        return CANONICAL[self.analyte]
+
+    def span(self) -> Span:
+        v = self.value
+        assert v is not None
+        lo, hi = PLAUSIBLE[self.analyte]
+        match self.comparator:
+            case None:
+                return Span.point(v)
+            case "<":
+                return Span(lo, v, hi_closed=False)
+            case "<=":
+                return Span(lo, v)
+            case ">":
+                return Span(v, hi, lo_closed=False)
+            case _:
+                return Span(v, hi)
+
+
+@dataclass(frozen=True)
+class Component:
+    analyte: str
+    status: Status
+    used: LabResult | None  # the result behind the status (current, or stale)
+    # HT points; None for analytes that are not HT inputs (LDH, creatinine).
+    confirmed: Points | None
+    provisional: Points | None
+    rejected_in_window: int = 0
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def parse_fhir_datetime(text: str, tz: tzinfo) -> tuple[datetime, bool] | None:
+    """FHIR dateTime → (aware datetime, date_only). Year or year-month only → None (too vague).
+
+    A datetime without an offset (invalid FHIR, common in feeds) is read in the facility zone.
+    """
+    if not isinstance(text, str):
+        return None
+    if len(text) == 10:
+        try:
+            d = date.fromisoformat(text)
+        except ValueError:
+            return None
+        return datetime.combine(d, time(0), tz), True
+    if len(text) < 10:
+        return None
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=tz)
+    return dt, False
+
+
+def _decimal(x: object) -> Decimal | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float, str)):
+        return None
+    try:
+        d = Decimal(str(x))
+    except InvalidOperation:
+        return None
+    return d if d.is_finite() else None
+
+
+def _codes(obs: dict) -> list[str]:
+    code = obs.get("code")
+    if not isinstance(code, dict):
+        return []
+    return [c.get("code") for c in code.get("coding") or [] if isinstance(c, dict)
+            and c.get("system") == LOINC and isinstance(c.get("code"), str)]
+
+
+def _subject_ok(obs: dict, patient_id: str) -> bool:
+    subject = obs.get("subject")
+    if subject is None:  # optional in R4; the query already selected the patient
+        return True
+    ref = subject.get("reference") if isinstance(subject, dict) else None
+    return isinstance(ref, str) and (ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}"))
+
+
+def _effective(obs: dict, tz: tzinfo) -> tuple[datetime, bool, bool] | None:
+    """(when, date_only, imprecise) of specimen collection; `issued` only as a last resort."""
+    raw = obs.get("effectiveDateTime") or obs.get("effectiveInstant")
+    period = obs.get("effectivePeriod")
+    if raw is None and isinstance(period, dict):
+        raw = period.get("start") or period.get("end")
+    imprecise = False
+    if raw is None:
+        raw, imprecise = obs.get("issued"), True
+    parsed = parse_fhir_datetime(raw, tz) if raw is not None else None
+    if parsed is None:
+        return None
+    when, date_only = parsed
+    return when, date_only, imprecise or date_only
+
+
+def parse_observation(obs: dict, patient_id: str, vs: ValueSets, rules: LabRules) -> LabResult | None:
+    """One Observation → a LabResult, or None when it is not one of our lab codes / patients."""
+    if not isinstance(obs, dict) or obs.get("resourceType") != "Observation":
+        return None
+    lab = next((vs.lab_codes[c] for c in _codes(obs) if c in vs.lab_codes), None)
+    if lab is None or not _subject_ok(obs, patient_id):
+        return None
+    oid = obs.get("id")
+    ref = f"Observation/{oid}" if isinstance(oid, str) and oid else None
+    eff = _effective(obs, rules.tz)
+    when, date_only, imprecise = eff if eff else (None, False, False)
+    spec = obs.get("specimen")
+    specimen = spec.get("reference") if isinstance(spec, dict) else None
+
+    def result(value=None, comparator=None, problem=None, ref_high=None, interp=frozenset()):
+        return LabResult(lab.analyte, lab.tier, value, comparator, when, date_only, imprecise, ref,
+                         problem, specimen if isinstance(specimen, str) else None, ref_high, interp)
+
+    statuses = USABLE_STATUS | ({"preliminary"} if rules.accept_preliminary else set())
+    if obs.get("status") not in statuses:
+        return result(problem="status")
+    if obs.get("dataAbsentReason") is not None:
+        return result(problem="absent")
+    if eff is None:
+        return result(problem="no-time")
+    q = obs.get("valueQuantity")
+    raw_value = _decimal(q.get("value")) if isinstance(q, dict) else None
+    if raw_value is None:
+        return result(problem="no-value")
+    comparator = q.get("comparator")
+    if comparator is not None and comparator not in COMPARATORS:
+        return result(problem="comparator")
+    unit_text = q.get("code") if q.get("system") == "http://unitsofmeasure.org" and q.get("code") else q.get("unit")
+    try:
+        value = to_canonical(lab.analyte, raw_value, unit_text, rules.configured_factors)
+    except UnitRejected:
+        # A UCUM code we cannot use may still come with a usable human unit string.
+        try:
+            value = to_canonical(lab.analyte, raw_value, q.get("unit"), rules.configured_factors)
+        except UnitRejected:
+            return result(problem="unit")
+    if not is_plausible(lab.analyte, value):
+        return result(value, comparator, problem="implausible")
+    return result(value, comparator, None, _reference_high(obs, lab.analyte, rules), _interpretation(obs))
+
+
+def _reference_high(obs: dict, analyte: str, rules: LabRules) -> Decimal | None:
+    for rr in obs.get("referenceRange") or []:
+        high = rr.get("high") if isinstance(rr, dict) else None
+        if isinstance(high, dict) and (v := _decimal(high.get("value"))) is not None:
+            unit = high.get("code") or high.get("unit")
+            try:
+                return to_canonical(analyte, v, unit, rules.configured_factors)
+            except UnitRejected:
+                return None
+    return None
+
+
+def _interpretation(obs: dict) -> frozenset[str]:
+    out = set()
+    for cc in obs.get("interpretation") or []:
+        for c in (cc.get("coding") or []) if isinstance(cc, dict) else []:
+            if isinstance(c, dict) and isinstance(c.get("code"), str):
+                out.add(c["code"])
+    return frozenset(out)
+
+
+# ---------------------------------------------------------------- time
+
+
+def time_class(r: LabResult, t0: datetime, rules: LabRules) -> TimeClass:
+    """Where a result stands against T0, in facility calendar days (spec §1.5)."""
+    assert r.effective is not None
+    t0_day = t0.astimezone(rules.tz).date()
+    day = r.effective.date() if r.date_only else r.effective.astimezone(rules.tz).date()
+    if (day > t0_day) if r.date_only else (r.effective > t0):
+        return "after"
+    if day >= t0_day - timedelta(days=rules.window_days):
+        return "current"
+    if day >= t0_day - timedelta(days=rules.lookback_days):
+        return "stale"
+    return "old"
+
+
+# ---------------------------------------------------------------- derived ANC
+
+
+def _same_specimen(a: LabResult, b: LabResult) -> bool:
+    if a.specimen and b.specimen:
+        return a.specimen == b.specimen
+    return not a.date_only and not b.date_only and a.effective == b.effective
+
+
+def _sum(parts: list[LabResult], analyte: str, tier: int) -> LabResult | None:
+    """Sum absolute counts or percentages of one specimen; censored parts are not summed."""
+    if any(p.comparator for p in parts):
+        return None
+    earliest = min(parts, key=lambda p: p.effective)
+    return LabResult(analyte, tier, sum((p.value for p in parts), Decimal(0)), None, earliest.effective,
+                     any(p.date_only for p in parts), any(p.timing_imprecise for p in parts),
+                     parts[0].observation, None, parts[0].specimen,
+                     derived_from=tuple(p.observation for p in parts if p.observation))
+
+
+def derive_anc(results: list[LabResult]) -> list[LabResult]:
+    """Extra ANC candidates: segs + bands (absolute), and WBC × neutrophil % (spec §1.6).
+
+    Direct ANC stays tier 0; segs(+bands) is tier 1; WBC × % is tier 2 — used only when no
+    better source exists in the same time category. Bands are added to a *segmented* %, never to a
+    total neutrophil %, which already includes bands (CIBMTR): adding them there would raise the
+    ANC and could hide a point.
+    """
+    ok = [r for r in results if r.problem is None and r.effective is not None]
+    by = {a: [r for r in ok if r.analyte == a] for a in
+          ("seg_abs", "band_abs", "wbc", "neut_pct", "seg_pct", "band_pct")}
+    out: list[LabResult] = []
+    for seg in by["seg_abs"]:
+        bands = [b for b in by["band_abs"] if _same_specimen(seg, b)][:1]
+        if (s := _sum([seg, *bands], "anc", 1)) is not None:
+            out.append(s)
+    pcts = list(by["neut_pct"])
+    for seg in by["seg_pct"]:
+        bands = [b for b in by["band_pct"] if _same_specimen(seg, b)][:1]
+        if (s := _sum([seg, *bands], "neut_pct", 0)) is not None:
+            pcts.append(s)
+    for pct in pcts:
+        if pct.comparator:
+            continue
+        for wbc in by["wbc"]:
+            if not _same_specimen(wbc, pct):
+                continue
+            anc = wbc.value * pct.value / 100
+            earliest = min((wbc, pct), key=lambda p: p.effective)
+            refs = tuple(dict.fromkeys(x for x in (wbc.observation, *pct.derived_from, pct.observation) if x))
+            out.append(LabResult(
+                "anc", 2, anc, wbc.comparator, earliest.effective, wbc.date_only or pct.date_only,
+                wbc.timing_imprecise or pct.timing_imprecise, wbc.observation, None, wbc.specimen,
+                derived_from=refs))
+            break
+    return out
+
+
+# ---------------------------------------------------------------- selection
+
+
+def _pick(cands: list[LabResult]) -> LabResult | None:
+    """Best tier first, then the most recent (spec §1.5 rule 3: no averaging)."""
+    if not cands:
+        return None
+    return min(cands, key=lambda r: (r.tier, -r.effective.timestamp()))
+
+
+def assess(analyte: str, results: Iterable[LabResult], t0: datetime, rules: LabRules) -> Component:
+    current: list[LabResult] = []
+    stale: list[LabResult] = []
+    rejected = 0
+    implausible = False
+    for r in results:
+        if r.analyte != analyte or r.effective is None:
+            continue
+        tc = time_class(r, t0, rules)
+        if r.problem is not None:
+            if tc == "current":
+                rejected += 1
+                implausible |= r.problem in ("implausible", "unit")
+            continue
+        if tc == "current":
+            current.append(r)
+        elif tc == "stale":
+            stale.append(r)
+    def pts(r: LabResult | None) -> Points | None:
+        if analyte not in MAX_POINTS:
+            return None
+        return points(analyte, r.span() if r else None, rules.inclusive_boundaries)
+
+    missing = pts(None)
+    if (cur := _pick(current)) is not None:
+        p = pts(cur)
+        return Component(analyte, "censored" if cur.comparator else "current", cur, p, p, rejected)
+    if (old := _pick(stale)) is not None:
+        return Component(analyte, "stale", old, missing, pts(old), rejected)
+    return Component(analyte, "implausible" if implausible else "missing", None, missing, missing, rejected)
+
+
+def assess_all(observations: Iterable[dict], patient_id: str, t0: datetime, vs: ValueSets,
+               rules: LabRules, analytes: Iterable[str]) -> dict[str, Component]:
+    parsed = [r for o in observations if (r := parse_observation(o, patient_id, vs, rules)) is not None]
+    parsed.extend(derive_anc(parsed))
+    return {a: assess(a, parsed, t0, rules) for a in analytes}

@@ -1,0 +1,170 @@
+"""Which draft orders are lymphodepletion (LD) and when LD starts (clinical-spec §5.2, §1.5).
+
+Orders arrive as plain dicts from real EHRs: R4 MedicationRequest, DSTU2 MedicationOrder, coded
+or text-only medications, contained Medications. Only the fields used here are checked.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, time, tzinfo
+from typing import Iterable, Literal
+
+from service.labs import parse_fhir_datetime
+from service.valuesets import RXNORM, ValueSets
+
+ORDER_TYPES = frozenset({"MedicationRequest", "MedicationOrder"})
+DEAD_STATUS = frozenset({"entered-in-error", "cancelled", "stopped", "revoked", "completed"})
+
+Regimen = Literal["flu-cy", "fludarabine", "bendamustine", "cyclophosphamide"]
+
+
+@dataclass(frozen=True)
+class LdOrder:
+    ref: str
+    drug: str
+    start: datetime | None
+    start_date_only: bool
+
+
+@dataclass(frozen=True)
+class Trigger:
+    orders: tuple[LdOrder, ...]
+    regimen: Regimen
+    product: str | None
+    # False when the score was not validated for this regimen or product (caveat on the card).
+    validated_context: bool
+    t0: datetime
+    t0_assumed: bool
+    t0_date_only: bool
+
+
+def _ref(resource: dict) -> str | None:
+    rid = resource.get("id")
+    rtype = resource.get("resourceType")
+    return f"{rtype}/{rid}" if isinstance(rid, str) and isinstance(rtype, str) else None
+
+
+def _belongs_to(order: dict, patient_id: str) -> bool:
+    holder = order.get("subject") or order.get("patient")  # R4 subject, DSTU2 patient
+    if holder is None:
+        # Draft orders in a hook are in this patient's chart; a missing subject is sloppy, not foreign.
+        return True
+    ref = holder.get("reference") if isinstance(holder, dict) else None
+    return isinstance(ref, str) and (ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}"))
+
+
+def _concepts(order: dict, resources: Iterable[dict]) -> list[dict]:
+    """The CodeableConcepts that name the order's medication, wherever the EHR put them."""
+    out: list[dict] = []
+    if isinstance(cc := order.get("medicationCodeableConcept"), dict):
+        out.append(cc)
+    mref = order.get("medicationReference")
+    if isinstance(mref, dict):
+        ref = mref.get("reference")
+        pool = list(order.get("contained") or []) if isinstance(ref, str) and ref.startswith("#") else list(resources)
+        target = ref[1:] if isinstance(ref, str) and ref.startswith("#") else ref
+        for med in pool:
+            if isinstance(med, dict) and med.get("resourceType") == "Medication" and (
+                    med.get("id") == target or _ref(med) == target):
+                if isinstance(med.get("code"), dict):
+                    out.append(med["code"])
+        if isinstance(mref.get("display"), str):
+            out.append({"text": mref["display"]})
+    return out
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z][a-z\-]*", text.lower()))
+
+
+def _match(concepts: list[dict], codes: dict[str, str], names: dict[str, str]) -> str | None:
+    for cc in concepts:
+        for c in cc.get("coding") or []:
+            if isinstance(c, dict) and c.get("system") == RXNORM and c.get("code") in codes:
+                return codes[c["code"]]
+    for cc in concepts:
+        texts = [cc.get("text")] + [c.get("display") for c in cc.get("coding") or [] if isinstance(c, dict)]
+        for t in texts:
+            if isinstance(t, str):
+                hit = next((names[w] for w in _words(t) if w in names), None)
+                if hit:
+                    return hit
+    return None
+
+
+def _planned_start(order: dict, tz: tzinfo) -> tuple[datetime, bool] | None:
+    starts: list[tuple[datetime, bool]] = []
+    for di in order.get("dosageInstruction") or []:
+        timing = di.get("timing") if isinstance(di, dict) else None
+        if not isinstance(timing, dict):
+            continue
+        repeat = timing.get("repeat") if isinstance(timing.get("repeat"), dict) else {}
+        bounds = repeat.get("boundsPeriod") if isinstance(repeat.get("boundsPeriod"), dict) else {}
+        for raw in [bounds.get("start"), *(timing.get("event") or [])[:1]]:
+            if isinstance(raw, str) and (p := parse_fhir_datetime(raw, tz)):
+                starts.append(p)
+    return min(starts, key=lambda p: p[0]) if starts else None
+
+
+def ld_drug(order: dict, patient_id: str, resources: list[dict], vs: ValueSets) -> str | None:
+    if not isinstance(order, dict) or order.get("resourceType") not in ORDER_TYPES:
+        return None
+    if order.get("status") in DEAD_STATUS or not _belongs_to(order, patient_id):
+        return None
+    return _match(_concepts(order, resources), dict(vs.ld_rxnorm), dict(vs.ld_names))
+
+
+def cart_product(resources: list[dict], vs: ValueSets) -> str | None:
+    codes, names = dict(vs.product_rxnorm), dict(vs.product_names)
+    for r in resources:
+        if not isinstance(r, dict):
+            continue
+        concepts = _concepts(r, resources)
+        for key in ("code", "productCodeableConcept"):
+            if isinstance(r.get(key), dict):
+                concepts.append(r[key])
+        if hit := _match(concepts, codes, names):
+            return hit
+    return None
+
+
+def find_trigger(candidates: list[dict], draft_orders: list[dict], patient_id: str, vs: ValueSets,
+                 now: datetime, tz: tzinfo) -> Trigger | None:
+    """The LD trigger among ``candidates`` (selected orders, or all at order-sign), or None.
+
+    The regimen is read from the whole draft order set: cyclophosphamide alone (it has other
+    indications) triggers only next to fludarabine or a CAR-T product order.
+    """
+    triggering: list[LdOrder] = []
+    for order in candidates:
+        if (drug := ld_drug(order, patient_id, draft_orders, vs)) is None:
+            continue
+        start = _planned_start(order, tz)
+        triggering.append(LdOrder(_ref(order) or "", drug, *(start if start else (None, False))))
+    if not triggering:
+        return None
+    in_set = {d for o in draft_orders if (d := ld_drug(o, patient_id, draft_orders, vs))}
+    in_set |= {o.drug for o in triggering}
+    product = cart_product(draft_orders, vs)
+    if "fludarabine" in in_set and "cyclophosphamide" in in_set:
+        regimen: Regimen = "flu-cy"
+    elif "bendamustine" in in_set:
+        regimen = "bendamustine"
+    elif "fludarabine" in in_set:
+        regimen = "fludarabine"
+    elif product is not None:
+        regimen = "cyclophosphamide"
+    else:
+        return None
+    validated = regimen == "flu-cy" and (product is None or product in vs.validated_products)
+    dated = [o for o in triggering if o.start is not None]
+    if dated:
+        first = min(dated, key=lambda o: o.start)
+        t0, date_only = first.start, first.start_date_only
+        if date_only:
+            # A date-only LD start: labs drawn that day are pre-LD in practice, so the day counts whole.
+            t0 = datetime.combine(t0.date(), time.max, tz)
+        return Trigger(tuple(triggering), regimen, product, validated, t0, False, date_only)
+    return Trigger(tuple(triggering), regimen, product, validated, now, True, False)

@@ -1,0 +1,196 @@
+"""The CAR-HEMATOTOX risk card: what the clinician reads, and the machine-readable extension.
+
+The extension shape is a contract with integrators (documented in docs/EXTENSION.md): fields are
+only ever added, never renamed.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, tzinfo
+from decimal import Decimal
+
+from service.assessment import Assessment
+from service.hematotox import HT_ANALYTES, Score
+from service.labs import Component
+from service.units import CANONICAL
+
+EXTENSION_KEY = "hematotox-cds"
+SOURCE_LABEL = "CAR-HEMATOTOX (Rejeski et al., J Hematol Oncol 2023)"
+SOURCE_URL = "https://doi.org/10.1186/s13045-023-01465-x"
+CALCULATOR_URL = "https://www.german-lymphoma-alliance.de/Scores.html"
+
+LAB_NAMES = {"anc": "ANC", "hemoglobin": "hemoglobin", "platelets": "platelets", "crp": "CRP",
+             "ferritin": "ferritin", "ldh": "LDH", "creatinine": "creatinine"}
+DISPLAY_UNITS = {"10*9/L": "×10⁹/L", "g/dL": "g/dL", "mg/dL": "mg/dL", "ng/mL": "ng/mL", "U/L": "U/L"}
+REGIMENS = {"flu-cy": "fludarabine/cyclophosphamide", "fludarabine": "fludarabine",
+            "bendamustine": "bendamustine", "cyclophosphamide": "cyclophosphamide"}
+
+
+def number(v: Decimal) -> int | float:
+    """Canonical value for JSON: exact integers stay integers, others to 4 decimals."""
+    if v == v.to_integral_value():
+        return int(v)
+    return float(v.quantize(Decimal("0.0001")).normalize())
+
+
+def fhir_datetime(dt: datetime) -> str:
+    return dt.isoformat(timespec="seconds")
+
+
+def _score_text(s: Score) -> str:
+    return f"{s.min}" if s.min == s.max else f"{s.min}–{s.max}"
+
+
+def _group_json(s: Score, with_open: bool) -> dict:
+    out = {"min": s.min, "max": s.max, "group": s.group, "ultraHigh": s.ultra_high}
+    if with_open and s.could_change_group:
+        out["couldChangeGroup"] = list(s.could_change_group)
+    return out
+
+
+def _component_json(c: Component) -> dict:
+    pts = c.confirmed
+    out: dict = {"analyte": c.analyte, "status": c.status, "points": {"min": pts.min, "max": pts.max}}
+    r = c.used
+    if r is not None:
+        out["value"] = number(r.value)
+        out["unit"] = r.unit
+        if r.comparator:
+            out["comparator"] = r.comparator
+        if r.observation:
+            out["observation"] = r.observation
+        if len(r.derived_from) > 1:
+            out["derivedFrom"] = list(r.derived_from)
+        out["effective"] = fhir_datetime(r.effective)
+    else:
+        out["unit"] = CANONICAL[c.analyte]
+    return out
+
+
+def extension(a: Assessment, ruleset: str) -> dict:
+    ht: dict = {"confirmed": _group_json(a.confirmed, True)}
+    if a.provisional is not None:
+        ht["provisional"] = _group_json(a.provisional, False)
+    ht["components"] = [_component_json(a.components[x]) for x in HT_ANALYTES]
+    if a.flags:
+        ht["flags"] = list(a.flags)
+    body = {"rulesetVersion": ruleset, "t0": fhir_datetime(a.trigger.t0), "hematotox": ht, "nrm": {}}
+    return {EXTENSION_KEY: body}
+
+
+def labs_to_order(a: Assessment) -> list[str]:
+    return [LAB_NAMES[x] for x in a.confirmed.could_change_group]
+
+
+def summary(a: Assessment, tz: tzinfo) -> str:
+    c = a.confirmed
+    if c.group == "high":
+        band = ", ultra-high band" if c.ultra_high == "yes" else ""
+        return (f"CAR-HEMATOTOX HIGH{band} (score {_score_text(c)} of 7): high risk of prolonged "
+                f"neutropenia and severe infection")
+    if c.group == "low":
+        return f"CAR-HEMATOTOX low (score {_score_text(c)} of 7): low risk of prolonged neutropenia"
+    text = f"CAR-HEMATOTOX indeterminate (score {_score_text(c)} of 7) — order {', '.join(labs_to_order(a))}"
+    if a.provisional is not None and a.provisional.group != "indeterminate":
+        extra = f"; provisional {a.provisional.group.upper()} on older labs"
+        if len(text) + len(extra) <= 139:
+            text += extra
+    return text[:139]
+
+
+def _result_text(c: Component) -> str:
+    r = c.used
+    if r is None:
+        return "—"
+    unit = DISPLAY_UNITS.get(r.unit, r.unit)
+    return f"{r.comparator or ''}{number(r.value)} {unit}"
+
+
+def _when(dt: datetime, tz: tzinfo, date_only: bool) -> str:
+    local = dt.astimezone(tz) if not date_only else dt
+    return local.strftime("%Y-%m-%d") if date_only else local.strftime("%Y-%m-%d %H:%M")
+
+
+STATUS_TEXT = {
+    "current": "within 3 days before LD",
+    "censored": "censored result (interval)",
+    "stale": "older than 3 days: not used for the confirmed score",
+    "missing": "no result: counted as unknown",
+    "implausible": "implausible value or unit: counted as unknown",
+}
+
+
+def detail(a: Assessment, tz: tzinfo, ruleset: str) -> str:
+    t0 = a.trigger.t0.astimezone(tz)
+    window_start = (t0 - timedelta(days=3)).strftime("%Y-%m-%d")
+    lines = [
+        f"**CAR-HEMATOTOX: {a.confirmed.group.upper()}, score {_score_text(a.confirmed)} of 7** "
+        f"(HT-high = 2 or more). Labs counted: collected {window_start} to LD start "
+        f"{t0.strftime('%Y-%m-%d %H:%M')} ({REGIMENS[a.trigger.regimen]}).",
+        "",
+        "| Lab | Result | Collected | Points | Status |",
+        "|---|---|---|---|---|",
+    ]
+    for x in HT_ANALYTES:
+        c = a.components[x]
+        when = _when(c.used.effective, tz, c.used.date_only) if c.used else "—"
+        pts = c.confirmed
+        p = f"{pts.min}" if pts.min == pts.max else f"{pts.min}–{pts.max} (unknown)"
+        lines.append(f"| {LAB_NAMES[x]} | {_result_text(c)} | {when} | {p} | {STATUS_TEXT[c.status]} |")
+    c = a.confirmed
+    lines.append("")
+    if c.group == "indeterminate":
+        lines.append(f"**Not low risk until proven:** {', '.join(labs_to_order(a))} could move the score to "
+                     f"HT-high. Order them to be collected within 3 days before LD start.")
+    if a.provisional is not None:
+        p = a.provisional
+        stale = [a.components[x] for x in HT_ANALYTES if a.components[x].status == "stale"]
+        dates = sorted({s.used.effective.astimezone(tz).strftime("%Y-%m-%d") for s in stale})
+        lines.append(f"Provisional, based on labs from {', '.join(dates)}: {p.group.upper()}, score "
+                     f"{_score_text(p)}. Not the confirmed result: repeat "
+                     f"{', '.join(LAB_NAMES[s.analyte] for s in stale)} within 3 days before LD start.")
+    if c.ultra_high == "yes":
+        lines.append("Score 5 or more: ultra-high band, reported in myeloma only (markedly inferior PFS/OS; "
+                     "prognostic, no specific management shown).")
+    elif c.ultra_high == "possible" and c.group == "high":
+        lines.append("Ultra-high band (score 5 or more) possible with the missing labs.")
+    notes = _notes(a)
+    if notes:
+        lines += ["Notes:"] + [f"- {n}" for n in notes]
+    lines += ["", f"Rules {ruleset}. Decision support for the CAR-T physician, not an order."]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines))
+
+
+def _notes(a: Assessment) -> list[str]:
+    notes = []
+    if "t0-assumed" in a.flags:
+        notes.append("The LD order has no planned start: LD start taken as now. Labs are counted back from now.")
+    if "t0-date-only" in a.flags:
+        notes.append("LD start has a date but no time: labs of that whole day are counted.")
+    if "not-validated-for-regimen" in a.flags:
+        what = "bendamustine LD" if a.trigger.regimen == "bendamustine" else (
+            a.trigger.product or REGIMENS[a.trigger.regimen])
+        notes.append(f"Extrapolated to {what}: the score was validated with Flu/Cy before axi-cel, "
+                     "tisa-cel, ide-cel or cilta-cel.")
+    if "boundary-ambiguity:ferritin" in a.flags:
+        notes.append("Ferritin exactly 2000 ng/mL: the source reads both 1 and 2 points here; 2 points "
+                     "were given (the safer reading).")
+    cut = [f.split(":")[1] for f in a.flags if f.startswith("at-cutoff:")
+           and not (f == "at-cutoff:ferritin" and "boundary-ambiguity:ferritin" in a.flags)]
+    if cut:
+        notes.append(f"Exactly at a cut-off ({', '.join(LAB_NAMES[x] for x in cut)}): scored as the "
+                     "myeloma validation paper words it (inclusive).")
+    imprecise = [f.split(":")[1] for f in a.flags if f.startswith("timing-imprecise:")]
+    if imprecise:
+        notes.append(f"Collection time not exact for {', '.join(LAB_NAMES[x] for x in imprecise)} "
+                     "(date only, or report time used).")
+    rejected = [x for x in HT_ANALYTES if a.components[x].rejected_in_window]
+    if rejected:
+        notes.append(f"Results not usable (status, unit or plausibility) were skipped for "
+                     f"{', '.join(LAB_NAMES[x] for x in rejected)}.")
+    return notes
+
+
+def indicator(a: Assessment) -> str:
+    return "info" if a.confirmed.group == "low" else "warning"

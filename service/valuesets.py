@@ -1,0 +1,123 @@
+"""The code tables of clinical-spec §5, loaded once from ``data/valuesets.json``.
+
+The file is versioned data, not code: a CAR-T program audits it, and a site extends it through
+configuration (``extra_loinc``, ``extra_ld_rxnorm``) instead of editing it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from types import MappingProxyType
+from typing import Mapping
+
+LOINC = "http://loinc.org"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+
+# LOINC groups → the analyte they report and their preference tier (0 = primary). A fallback
+# tier is used only when no primary result exists in the same time category (spec §5.1).
+_GROUP_ROLE: dict[str, tuple[str, int]] = {
+    "anc": ("anc", 0),
+    "seg_abs": ("seg_abs", 0),
+    "band_abs": ("band_abs", 0),
+    "neut_pct": ("neut_pct", 0),
+    "seg_pct": ("seg_pct", 0),
+    "band_pct": ("band_pct", 0),
+    "wbc": ("wbc", 0),
+    "hemoglobin": ("hemoglobin", 0),
+    "hemoglobin_fallback": ("hemoglobin", 1),
+    "platelets": ("platelets", 0),
+    "crp": ("crp", 0),
+    "crp_fallback": ("crp", 1),
+    "crp_molar": ("crp", 2),
+    "ferritin": ("ferritin", 0),
+    "ldh": ("ldh", 0),
+    "creatinine": ("creatinine", 0),
+}
+
+# Prefetch keys: one search per analyte group, so that one `_count` is shared only by codes of
+# the same analyte (a single `_count` across an OR-list counts results in total, not per code).
+PREFETCH_GROUPS: dict[str, tuple[str, ...]] = {
+    "anc": ("anc", "seg_abs", "band_abs", "neut_pct", "seg_pct", "band_pct", "wbc"),
+    "hemoglobin": ("hemoglobin", "hemoglobin_fallback"),
+    "platelets": ("platelets",),
+    "crp": ("crp", "crp_fallback", "crp_molar"),
+    "ferritin": ("ferritin",),
+    "ldh": ("ldh",),
+    "creatinine": ("creatinine",),
+}
+
+
+@dataclass(frozen=True)
+class LabCode:
+    analyte: str
+    tier: int
+
+
+@dataclass(frozen=True)
+class ValueSets:
+    version: str
+    lab_codes: Mapping[str, LabCode]
+    prefetch_codes: Mapping[str, tuple[str, ...]]
+    ld_rxnorm: Mapping[str, str]  # RxNorm code → drug
+    ld_names: Mapping[str, str]  # lower-case name → drug
+    product_rxnorm: Mapping[str, str]
+    product_names: Mapping[str, str]
+    validated_products: frozenset[str]
+
+
+def _raw() -> dict:
+    text = resources.files("service").joinpath("data/valuesets.json").read_text("utf-8")
+    return json.loads(text)
+
+
+@lru_cache(maxsize=8)
+def _build(extra_loinc: tuple[tuple[str, tuple[str, ...]], ...],
+           extra_rx: tuple[tuple[str, tuple[str, ...]], ...]) -> ValueSets:
+    raw = _raw()
+    groups = {name: list(g["codes"]) for name, g in raw["loinc"].items()}
+    for name, codes in extra_loinc:
+        if name not in groups:
+            raise ValueError(f"extra_loinc names an unknown group: {name}")
+        groups[name].extend(c for c in codes if c not in groups[name])
+
+    lab_codes: dict[str, LabCode] = {}
+    for name, codes in groups.items():
+        analyte, tier = _GROUP_ROLE[name]
+        for code in codes:
+            lab_codes.setdefault(code, LabCode(analyte, tier))
+    prefetch_codes = {
+        key: tuple(c for g in members for c in groups[g]) for key, members in PREFETCH_GROUPS.items()
+    }
+
+    drugs = {name: dict(d) for name, d in raw["ld_drugs"].items()}
+    for name, codes in extra_rx:
+        if name not in drugs:
+            raise ValueError(f"extra_ld_rxnorm names an unknown drug: {name}")
+        drugs[name]["rxnorm"] = [*drugs[name]["rxnorm"], *codes]
+    ld_rxnorm = {code: name for name, d in drugs.items() for code in d["rxnorm"]}
+    ld_names = {n.lower(): name for name, d in drugs.items() for n in d["names"]}
+
+    products = raw["cart_products"]
+    return ValueSets(
+        version=raw["version"],
+        lab_codes=MappingProxyType(lab_codes),
+        prefetch_codes=MappingProxyType(prefetch_codes),
+        ld_rxnorm=MappingProxyType(ld_rxnorm),
+        ld_names=MappingProxyType(ld_names),
+        product_rxnorm=MappingProxyType(
+            {c: name for name, p in products.items() for c in p["rxnorm"]}),
+        product_names=MappingProxyType(
+            {n.lower(): name for name, p in products.items() for n in p["names"]}),
+        validated_products=frozenset(n for n, p in products.items() if p["validated"]),
+    )
+
+
+def value_sets(extra_loinc: Mapping[str, list[str]] | None = None,
+               extra_ld_rxnorm: Mapping[str, list[str]] | None = None) -> ValueSets:
+    def freeze(m: Mapping[str, list[str]] | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        return tuple(sorted((k, tuple(v)) for k, v in (m or {}).items()))
+
+    return _build(freeze(extra_loinc), freeze(extra_ld_rxnorm))
