@@ -25,8 +25,9 @@ DEFAULT_MAX_PAGES = 10
 # An error body is only read for its OperationOutcome; a large one is not worth buffering.
 _MAX_ERROR_BODY_BYTES = 64 * 1024
 _FHIR_JSON = "application/fhir+json"
-_RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]{0,63}$")
-_ISSUE_CODE = re.compile(r"^[a-z][a-z-]{0,39}$")
+_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
+_ISSUE_CODE = re.compile(r"[a-z][a-z-]{0,39}")
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -144,7 +145,7 @@ class FhirClient:
     async def read(self, base: str, reference: str, access_token: str | None, deadline: float) -> dict:
         """GET {base}/{Type}/{id}; the answer must be a resource of that type."""
         rtype, _, rid = reference.partition("/")
-        if not _RESOURCE_TYPE.match(rtype) or not rid or "?" in rid:
+        if not _RESOURCE_TYPE.fullmatch(rtype) or not rid or "?" in rid:
             raise ValueError("reference must look like Type/id")
         what = f"{rtype} read"
         resource = await self._get(_join(base, reference, what), access_token, deadline, what)
@@ -228,6 +229,9 @@ class FhirClient:
             raise FhirTimeout(f"{what}: deadline passed before the request")
         headers = dict(self._base_headers)
         if token:
+            # Visible ASCII only: anything else would be a header injection or an encoding error.
+            if not _TOKEN_CHARS.fullmatch(token):
+                raise FhirAuthError(f"{what}: the access token has characters a bearer token cannot have")
             headers["Authorization"] = f"Bearer {token}"
         try:
             # asyncio.timeout bounds the whole exchange (body included); the httpx timeouts, cut to
@@ -244,7 +248,9 @@ class FhirClient:
             raise FhirTimeout(f"{what}: no answer within the deadline") from exc
         except httpx.ConnectError as exc:
             raise FhirUnreachable(f"{what}: cannot connect to the FHIR server") from exc
-        except httpx.TransportError as exc:
+        except httpx.DecodingError as exc:
+            raise FhirMalformed(f"{what}: the body cannot be decoded ({type(exc).__name__})") from exc
+        except httpx.RequestError as exc:
             raise FhirUnreachable(f"{what}: transport error ({type(exc).__name__})") from exc
         return _interpret(status, body, content_type, ok, self._max_bytes, what)
 
@@ -273,7 +279,8 @@ def _interpret(status: int, body: bytes | None, content_type: str, ok: bool, lim
                 f"{what}: HTTP {status} with an OperationOutcome{_issue_codes(outcome)}", status=status, outcome=outcome
             )
         if not isinstance(parsed, dict):
-            kind = "an HTML page" if "html" in content_type.lower() or (body or b"").lstrip()[:1] == b"<" else "not JSON"
+            html = "html" in content_type.lower() or (body or b"").lstrip()[:1] == b"<"
+            kind = "an HTML page" if html else "not JSON"
             raise FhirMalformed(f"{what}: HTTP {status} body is {kind}", status=status)
         if not isinstance(parsed.get("resourceType"), str):
             raise FhirMalformed(f"{what}: HTTP {status} body is JSON without a resourceType", status=status)
@@ -312,7 +319,7 @@ def _issue_codes(outcome: dict | None) -> str:
     codes = {
         i.get("code")
         for i in (issues if isinstance(issues, list) else ())
-        if isinstance(i, dict) and isinstance(i.get("code"), str) and _ISSUE_CODE.match(i["code"])
+        if isinstance(i, dict) and isinstance(i.get("code"), str) and _ISSUE_CODE.fullmatch(i["code"])
     }
     return f" ({', '.join(sorted(codes))})" if codes else ""
 
@@ -322,7 +329,7 @@ def _safe_type(resource: dict) -> str:
 
 
 def _type_name(value: object) -> str:
-    return value if isinstance(value, str) and _RESOURCE_TYPE.match(value) else "FHIR"
+    return value if isinstance(value, str) and _RESOURCE_TYPE.fullmatch(value) else "FHIR"
 
 
 def _bounded(timeout: httpx.Timeout, remaining: float) -> httpx.Timeout:
@@ -342,11 +349,14 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 def _join(base: str, relative: str, what: str) -> str:
     url = f"{base.rstrip('/')}/{relative.lstrip('/')}"
     try:
-        scheme = httpx.URL(url).scheme
+        parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
         raise FhirUnreachable(f"{what}: the FHIR server URL is invalid") from exc
-    if scheme not in _DEFAULT_PORTS:
-        raise FhirUnreachable(f"{what}: the FHIR server URL is not http(s)")
+    if parsed.scheme not in _DEFAULT_PORTS or not parsed.host:
+        raise FhirUnreachable(f"{what}: the FHIR server URL is not an http(s) URL with a host")
+    # httpx lets an out-of-range port through to the socket layer, which fails with a bare OverflowError.
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise FhirUnreachable(f"{what}: the FHIR server URL has an invalid port")
     return url
 
 

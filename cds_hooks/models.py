@@ -72,7 +72,7 @@ Summary = Annotated[str, StringConstraints(max_length=SUMMARY_MAX), AfterValidat
 LogSafe = Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(_loggable)]
 
 
-def json_problems(value: Any, path: str, *, allow_empty: bool) -> list[str]:
+def json_problems(value: Any, path: str, *, allow_empty: bool, allow_null: bool = False) -> list[str]:
     """Where `value` is not plain JSON, or holds null (and, unless allow_empty, "" [] {}).
 
     Catches what pydantic's JSON serialiser would otherwise turn silently into something
@@ -83,7 +83,8 @@ def json_problems(value: Any, path: str, *, allow_empty: bool) -> list[str]:
     while stack:
         where, v = stack.pop()
         if v is None:
-            problems.append(f"{where}: null")
+            if not allow_null:
+                problems.append(f"{where}: null")
         elif isinstance(v, bool) or isinstance(v, int):
             continue
         elif isinstance(v, float):
@@ -391,7 +392,8 @@ class Card(_Out):
             # allowed there); it must still be a non-empty object of plain JSON without nulls.
             if not self.extension:
                 raise ValueError("extension must not be an empty object")
-            problems = json_problems(self.extension, "extension", allow_empty=True)
+            # An extension's owner may give null a meaning ("cannot tell"); see validate.py.
+            problems = json_problems(self.extension, "extension", allow_empty=True, allow_null=True)
             if problems:
                 raise ValueError("; ".join(problems))
         return self

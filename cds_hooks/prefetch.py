@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, cast
 from urllib.parse import quote
 
 from .fhir_client import (
@@ -29,7 +29,7 @@ from .fhir_client import (
 )
 
 _TOKEN = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
-_READ = re.compile(r"^[A-Z][A-Za-z]*/[^/?]+$")
+_READ = re.compile(r"[A-Z][A-Za-z]*/[^/?]+")
 _USER_TOKENS = {
     "userPractitionerId": "Practitioner",
     "userPractitionerRoleId": "PractitionerRole",
@@ -114,8 +114,8 @@ def _encode(value: object) -> str | None:
     if isinstance(value, (str, int)) and str(value):
         return quote(str(value), safe="")
     if isinstance(value, list) and value:
-        parts = [_encode(v) for v in value]
-        return ",".join(parts) if all(parts) else None  # type: ignore[arg-type]
+        parts = [part for part in map(_encode, value) if part]
+        return ",".join(parts) if len(parts) == len(value) else None
     return None
 
 
@@ -232,7 +232,7 @@ async def resolve(
         value = sent.get(key, ABSENT)
         state = classify(value)
         if state is KeyState.PRESENT:
-            data[key], warnings = _flatten(value)  # type: ignore[arg-type]
+            data[key], warnings = _flatten(cast(dict, value))
             meta[key] = KeyMeta(state, "prefetch", warnings=warnings)
         elif state is KeyState.NULL:
             data[key] = []
@@ -285,7 +285,7 @@ class _Fetcher:
         query = render(template, self.context, self.user_practitioner_id)
         try:
             if state is KeyState.PAGINATED:
-                return await self._continue(value, query)  # type: ignore[arg-type]
+                return await self._continue(cast(dict, value), query)
             if query is None:
                 return KeyFailure("prefetch template has a token the hook context cannot fill", "required")
             return await self._run(query)
@@ -294,7 +294,7 @@ class _Fetcher:
 
     async def _run(self, query: str) -> _Fetched:
         assert self.client is not None and self.fhir_server is not None
-        if _READ.match(query):
+        if _READ.fullmatch(query):
             try:
                 resource = await self.client.read(self.fhir_server, query, self.token, self.deadline)
             except FhirNotFound:

@@ -95,11 +95,13 @@ def _check_extension(value: Any, path: str, out: list[str]) -> None:
         return
     if not value:
         out.append(f"{path}: empty object")
+    # Inside the extension its owner may give `null` a meaning (e.g. "cannot tell"): the
+    # spec's "omit, never null" binds the fields the CDS Hooks spec defines, not an extension's.
     stack = [(path, value)]
     while stack:
         where, v = stack.pop()
         if v is None:
-            out.append(f"{where}: null (omit the field instead)")
+            continue
         elif isinstance(v, float) and not math.isfinite(v):
             out.append(f"{where}: non-finite number")
         elif isinstance(v, dict):

@@ -20,7 +20,9 @@ from cds_hooks.models import CardsResponse, HookRequest, dump_json, order_contex
 from cds_hooks.outcome import CDSHookError, operation_outcome
 from cds_hooks.prefetch import PrefetchUnavailable, resolve
 from cds_hooks.registry import Registry, ServiceDefinition
+from service import metrics
 from service.hooks import HT_KEYS, Clinic, cards_for, trigger_for
+from service.ops import router as ops_router
 from service.settings import Settings, load_settings
 
 log = logging.getLogger("hematotox.hook")
@@ -76,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.clinic = clinic
     app.state.registry = registry
+    app.include_router(ops_router)  # /healthz, /readyz, /metrics: outside the JWT check
 
     @app.exception_handler(CDSHookError)
     async def _cds_error(_: Request, exc: CDSHookError) -> Response:
@@ -125,15 +128,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 deadline, required=set(HT_KEYS), max_pages=settings.fhir.max_pages)
         except PrefetchUnavailable as exc:
             timings["fetch"] = time.perf_counter() - t
+            metrics.count_fhir_fallback(clinic.templates, req.prefetch, exc.failures)
             _log(req, service_id, 412, 0, timings)
             return json_response({"resourceType": "OperationOutcome", "issue": exc.issues()}, 412)
         timings["fetch"] = time.perf_counter() - t
+        metrics.count_fhir_fallback(clinic.templates, req.prefetch, resolved.failures)
         t = time.perf_counter()
         cards = cards_for(trigger, ctx, resolved, clinic)
         timings["score"] = time.perf_counter() - t
         t = time.perf_counter()
         body = dump_json(CardsResponse(cards=cards))
         timings["cards"] = time.perf_counter() - t
+        metrics.count_cards(cards)
         _log(req, service_id, 200, len(cards), timings)
         return json_response(body)
 
@@ -160,3 +166,4 @@ def _log(req: HookRequest, service_id: str, status: int, n_cards: int, timings: 
     log.info("hook", extra={"event": {
         "hookInstance": req.hookInstance, "service": service_id, "hook": req.hook, "status": status,
         "cards": n_cards, "ms": {k: round(v * 1000, 2) for k, v in timings.items()}}})
+    metrics.observe_hook(service_id, req.hook, sum(timings.values()), status)

@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("hematotox").warning(
             "DEVELOPMENT MODE: hooks are answered without a trusted EHR and http FHIR servers are "
             "allowed. Never run this in production.")
+    from service.metrics import prepare_multiprocess
+
+    prepare_multiprocess(args.workers)  # N > 1 workers: metrics summed over all of them
     uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_config=None, access_log=False,
                 timeout_graceful_shutdown=20)

@@ -12,12 +12,15 @@ from decimal import Decimal
 from typing import Mapping
 from zoneinfo import ZoneInfo
 
-from cds_hooks.models import Card, Link, OrderContext, Source, selected_orders
+from cds_hooks.models import Action, Card, Link, OrderContext, Source, Suggestion, selected_orders
 from service.assessment import Assessment, assess_patient, ruleset_version
 from service.labs import LabRules
 from service.orders import Trigger, find_trigger
-from service.risk_card import (CALCULATOR_URL, SOURCE_LABEL, SOURCE_URL, detail, extension, indicator,
-                               summary)
+from service.nrm import ECOG_LOINC, NrmProfile, nrm_profile
+from service.recommendation_card import OVERRIDE_REASONS, recommendation_card
+from service.risk_card import (CALCULATOR_URL, LAB_NAMES, SOURCE_LABEL, SOURCE_URL, detail, extension,
+                               indicator, summary)
+from service.suggestions import DEFAULT_DRUGS, Drug, missing_lab_requests
 from service.settings import Settings
 from service.valuesets import LOINC, PREFETCH_GROUPS, ValueSets, value_sets
 
@@ -36,6 +39,8 @@ def prefetch_templates(vs: ValueSets) -> dict[str, str]:
         code_list = ",".join(f"{LOINC}|{c}" for c in codes)
         out[key] = (f"Observation?patient={{{{context.patientId}}}}&code={code_list}"
                     f"&_sort=-date&_count={_COUNTS.get(key, _DEFAULT_COUNT)}")
+    out["ecog"] = (f"Observation?patient={{{{context.patientId}}}}&code={LOINC}|{ECOG_LOINC}"
+                   f"&_sort=-date&_count=5")
     out["patient"] = "Patient/{{context.patientId}}"
     out["conditions"] = "Condition?patient={{context.patientId}}&_count=200"
     return out
@@ -48,6 +53,12 @@ class Clinic:
     vs: ValueSets
     rules: LabRules
     templates: Mapping[str, str]
+    ferritin_uln: Decimal | None
+    disabled: frozenset[str]
+    indeterminate_as_high: bool
+    drugs: Mapping[str, Drug]
+    monitoring: str | None
+    m_easix_crp_mg_per_l: bool
 
     @property
     def ruleset(self) -> str:
@@ -64,7 +75,12 @@ class Clinic:
             accept_preliminary=c.accept_preliminary,
             configured_factors={k: Decimal(str(v)) for k, v in c.unit_factors.items()},
         )
-        return cls(vs, rules, prefetch_templates(vs))
+        r = s.recommendations
+        drugs = {**DEFAULT_DRUGS, **{k: Drug(d.rxnorm, d.display, d.dose) for k, d in r.drugs.items()}}
+        return cls(vs, rules, prefetch_templates(vs),
+                   ferritin_uln=None if c.ferritin_uln_ng_ml is None else Decimal(str(c.ferritin_uln_ng_ml)),
+                   disabled=frozenset(r.disabled), indeterminate_as_high=r.treat_indeterminate_as_high,
+                   drugs=drugs, monitoring=r.monitoring_schedule, m_easix_crp_mg_per_l=r.m_easix_crp_mg_per_l)
 
 
 def trigger_for(ctx: OrderContext, clinic: Clinic, now: datetime) -> Trigger | None:
@@ -78,19 +94,50 @@ def assess(trigger: Trigger, ctx: OrderContext, data: Mapping[str, list[dict]], 
     return assess_patient(trigger, observations, ctx.patient_id, clinic.vs, clinic.rules, ("ldh", "creatinine"))
 
 
-def risk_card(a: Assessment, clinic: Clinic) -> Card:
+def _optional(data: Mapping[str, list[dict]], key: str) -> list[dict] | None:
+    """Optional keys the resolver could not get are absent: None = cannot tell."""
+    return data[key] if key in data else None
+
+
+def nrm_for(a: Assessment, ctx: OrderContext, data: Mapping[str, list[dict]], clinic: Clinic) -> NrmProfile:
+    patient = next(iter(data.get("patient") or []), None)
+    return nrm_profile(a.components, _optional(data, "conditions"), patient, list(data.get("ecog", ())),
+                       ctx.patient_id, a.trigger.t0, clinic.rules.tz, clinic.ferritin_uln,
+                       clinic.m_easix_crp_mg_per_l)
+
+
+def risk_card(a: Assessment, nrm: NrmProfile, ctx: OrderContext, clinic: Clinic) -> Card:
     tz = clinic.rules.tz
+    suggestions = None
+    if a.confirmed.could_change_group:
+        requests = missing_lab_requests(ctx.patient_id, list(a.confirmed.could_change_group), a.trigger.t0)
+        suggestions = [Suggestion(
+            label=f"Order {', '.join(LAB_NAMES[x] for x in a.confirmed.could_change_group)} before LD",
+            uuid=str(uuid.uuid4()), isRecommended=True,
+            actions=[Action(type="create", description=f"Draft order: {r['code']['text']}", resource=r)
+                     for r in requests])]
     return Card(
         uuid=str(uuid.uuid4()),
         summary=summary(a, tz),
-        detail=detail(a, tz, clinic.ruleset),
+        detail=detail(a, tz, clinic.ruleset, nrm),
         indicator=indicator(a),
         source=Source(label=SOURCE_LABEL, url=SOURCE_URL),
+        suggestions=suggestions,
+        selectionBehavior="any" if suggestions else None,
+        overrideReasons=OVERRIDE_REASONS if suggestions else None,
         links=[Link(label="CAR-HEMATOTOX online calculator (German Lymphoma Alliance)",
                     url=CALCULATOR_URL, type="absolute")],
-        extension=extension(a, clinic.ruleset),
+        extension=extension(a, clinic.ruleset, nrm),
     )
 
 
 def cards_for(trigger: Trigger, ctx: OrderContext, data: Mapping[str, list[dict]], clinic: Clinic) -> list[Card]:
-    return [risk_card(assess(trigger, ctx, data, clinic), clinic)]
+    """At most two cards: the risk card (score, NRM factors, missing labs) and the prophylaxis card."""
+    a = assess(trigger, ctx, data, clinic)
+    nrm = nrm_for(a, ctx, data, clinic)
+    return [
+        risk_card(a, nrm, ctx, clinic),
+        recommendation_card(a, nrm, ctx.patient_id, clinic.ruleset, disabled=clinic.disabled,
+                            indeterminate_as_high=clinic.indeterminate_as_high, drugs=dict(clinic.drugs),
+                            monitoring=clinic.monitoring),
+    ]

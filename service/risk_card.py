@@ -13,6 +13,7 @@ from decimal import Decimal
 from service.assessment import Assessment
 from service.hematotox import HT_ANALYTES, Score
 from service.labs import Component
+from service.nrm import NrmProfile
 from service.units import CANONICAL
 
 EXTENSION_KEY = "hematotox-cds"
@@ -68,14 +69,15 @@ def _component_json(c: Component) -> dict:
     return out
 
 
-def extension(a: Assessment, ruleset: str) -> dict:
+def extension(a: Assessment, ruleset: str, nrm: NrmProfile | None = None) -> dict:
     ht: dict = {"confirmed": _group_json(a.confirmed, True)}
     if a.provisional is not None:
         ht["provisional"] = _group_json(a.provisional, False)
     ht["components"] = [_component_json(a.components[x]) for x in HT_ANALYTES]
     if a.flags:
         ht["flags"] = list(a.flags)
-    body = {"rulesetVersion": ruleset, "t0": fhir_datetime(a.trigger.t0), "hematotox": ht, "nrm": {}}
+    body = {"rulesetVersion": ruleset, "t0": fhir_datetime(a.trigger.t0), "hematotox": ht,
+            "nrm": nrm_extension(nrm) if nrm else {}}
     return {EXTENSION_KEY: body}
 
 
@@ -121,7 +123,7 @@ STATUS_TEXT = {
 }
 
 
-def detail(a: Assessment, tz: tzinfo, ruleset: str) -> str:
+def detail(a: Assessment, tz: tzinfo, ruleset: str, nrm: NrmProfile | None = None) -> str:
     t0 = a.trigger.t0.astimezone(tz)
     window_start = (t0 - timedelta(days=3)).strftime("%Y-%m-%d")
     lines = [
@@ -142,7 +144,7 @@ def detail(a: Assessment, tz: tzinfo, ruleset: str) -> str:
     lines.append("")
     if c.group == "indeterminate":
         lines.append(f"**Not low risk until proven:** {', '.join(labs_to_order(a))} could move the score to "
-                     f"HT-high. Order them to be collected within 3 days before LD start.")
+                     f"HT-high. Collect within 3 days before LD start (one-click order below).")
     if a.provisional is not None:
         p = a.provisional
         stale = [a.components[x] for x in HT_ANALYTES if a.components[x].status == "stale"]
@@ -155,6 +157,8 @@ def detail(a: Assessment, tz: tzinfo, ruleset: str) -> str:
                      "prognostic, no specific management shown).")
     elif c.ultra_high == "possible" and c.group == "high":
         lines.append("Ultra-high band (score 5 or more) possible with the missing labs.")
+    if nrm is not None:
+        lines += ["", nrm_detail(nrm, a), ""]
     notes = _notes(a)
     if notes:
         lines += ["Notes:"] + [f"- {n}" for n in notes]
@@ -194,3 +198,73 @@ def _notes(a: Assessment) -> list[str]:
 
 def indicator(a: Assessment) -> str:
     return "info" if a.confirmed.group == "low" else "warning"
+
+
+# ---------------------------------------------------------------- NRM (DESCAR-T) on the risk card
+
+
+def _round(v: Decimal | None, places: str = "0.01") -> float | None:
+    return None if v is None else float(v.quantize(Decimal(places)))
+
+
+def nrm_extension(p: NrmProfile) -> dict:
+    """`null` means "cannot tell" here (the documented exception to omitting empty fields)."""
+    e = p.easix
+    out: dict = {
+        "diabetes": p.diabetes,
+        "elevatedFerritin": p.ferritin.elevated,
+        "easix": _round(e.easix),
+        "easixLog2": None if e.log2 is None else round(e.log2, 2),
+        "easixAboveKorellCutoff": e.above_korell,
+        "sEasix": _round(e.s_easix),
+        "mEasix": _round(e.m_easix),
+        "age": p.age,
+        "ecog": p.ecog,
+        "ecogAtLeast2": None if p.ecog is None else p.ecog >= 2,
+    }
+    if p.diabetes_evidence:
+        out["diabetesEvidence"] = list(p.diabetes_evidence)
+    if p.ferritin.basis:
+        out["ferritinUpperLimit"] = {"basis": p.ferritin.basis}
+        if p.ferritin.uln is not None:
+            out["ferritinUpperLimit"]["value"] = number(p.ferritin.uln)
+            out["ferritinUpperLimit"]["unit"] = "ng/mL"
+    return out
+
+
+def _yes_no(v: bool | None, unknown: str) -> str:
+    return "yes" if v else ("no" if v is False else unknown)
+
+
+def nrm_detail(p: NrmProfile, a: Assessment) -> str:
+    dm = _yes_no(p.diabetes, "cannot tell (conditions not available)")
+    if p.ferritin.elevated is None:
+        fer = ("cannot tell (no ferritin within 3 days before LD)" if a.components["ferritin"].used is None
+               or a.components["ferritin"].status == "stale"
+               else "cannot tell (no reference range from the lab and no configured upper limit)")
+    else:
+        fer = _yes_no(p.ferritin.elevated, "")
+    lines = [
+        "**NRM risk factors at LD (DESCAR-T, LBCL; associations, not a score):**",
+        f"- Diabetes: {dm} — independent NRM risk factor, OR 4.4 (95% CI 1.7–11.8); infectious NRM OR 8.1",
+        f"- Elevated ferritin at LD (above the lab's upper limit): {fer} — OR 2.7 (95% CI 1.0–7.4)",
+    ]
+    e = p.easix
+    if e.easix is not None:
+        above = "above" if e.above_korell else "not above"
+        lines.append(f"- EASIX {number(e.easix.quantize(Decimal('0.01')))} (log2 {e.log2:.2f}), {above} 4.67: "
+                     "a CRS/ICANS predictor (Korell 2022), not an infection score; informational")
+    else:
+        lines.append("- EASIX not computed: needs LDH, creatinine and platelets within 3 days before LD")
+    ctx = []
+    if p.age is not None:
+        ctx.append(f"age {p.age}")
+    if p.ecog is not None:
+        ctx.append(f"ECOG {p.ecog}")
+    for x in ("hemoglobin", "platelets", "crp", "ldh"):
+        c = a.components.get(x)
+        if c is not None and c.status in ("current", "censored"):
+            ctx.append(f"{LAB_NAMES[x]} {_result_text(c)}")
+    if ctx:
+        lines.append(f"- Univariate only (not independent, do not weight): {', '.join(ctx)}")
+    return "\n".join(lines)

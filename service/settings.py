@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,16 +29,60 @@ class ServiceSection(BaseModel):
     development_mode: bool = False
     # Facility time zone: the 3-day lab window is counted in local calendar days (spec §1.5).
     timezone: str = "UTC"
+    # Browser origins allowed to call the service (e.g. "https://sandbox.cds-hooks.org"): an explicit
+    # list, "*" is refused. Credentials (cookies) are never allowed; the EHR's JWT is a header.
     cors_origins: list[str] = Field(default_factory=list)
-    max_body_bytes: int = 1_048_576
+    # Larger request bodies are refused with 413 before they are read.
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _explicit_origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            parts = urlsplit(origin)
+            if origin == "*" or parts.scheme not in ("http", "https") or not parts.netloc \
+                    or parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+                raise ValueError(f"cors_origins: {origin!r} is not an origin like https://host[:port]")
+        return [o.rstrip("/") for o in origins]
 
 
 class TrustedClient(BaseModel):
-    issuer: str
+    """One EHR (JWT issuer) allowed to call the service. Its keys come from `jwks_file` (re-read on an
+    unknown `kid`) or `jwks_url` (fetched, cached, refetched on an unknown `kid`), and from a token's
+    `jku` header only when that URL is in `jku_allowlist`."""
+
+    issuer: str = Field(min_length=1)
     jwks_file: str | None = None
     jwks_url: str | None = None
     # `jku` header values accepted for this issuer (exact URLs).
     jku_allowlist: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_key_source(self):
+        if self.jwks_file and self.jwks_url:
+            raise ValueError(f"trusted client {self.issuer!r}: give jwks_file or jwks_url, not both")
+        if not (self.jwks_file or self.jwks_url or self.jku_allowlist):
+            raise ValueError(f"trusted client {self.issuer!r} needs jwks_file, jwks_url or jku_allowlist")
+        return self
+
+
+class AuthSection(BaseModel):
+    """How the EHR's JWT is checked (see cds_hooks/jwt_auth.py)."""
+
+    # Clock skew allowed on exp / nbf / iat.
+    leeway_seconds: int = Field(default=30, ge=0, le=300)
+    # A token whose exp is further in the future than this is refused: it bounds how long a `jti` must
+    # be remembered. CDS Hooks clients sign short-lived tokens (the spec suggests 5 minutes).
+    max_token_lifetime_seconds: int = Field(default=3600, gt=0)
+    # Seen `jti`s are remembered in memory, per process, until their token expires. Size it above the
+    # peak number of calls per max_token_lifetime_seconds.
+    jti_cache_size: int = Field(default=100_000, gt=0)
+    # A fetched JWKS (jwks_url / jku) is reused this long; an unknown `kid` refetches it (rotation),
+    # at most once per jwks_min_refresh_seconds per URL or file.
+    jwks_cache_seconds: float = Field(default=3600.0, gt=0)
+    jwks_min_refresh_seconds: float = Field(default=30.0, ge=0)
+    jwks_fetch_timeout_seconds: float = Field(default=3.0, gt=0)
+    jwks_max_bytes: int = Field(default=256 * 1024, gt=0)
 
 
 class FhirSection(BaseModel):
@@ -69,9 +114,31 @@ class ClinicalSection(BaseModel):
     extra_ld_rxnorm: dict[str, list[str]] = Field(default_factory=dict)
 
 
+class DrugChoice(BaseModel):
+    rxnorm: str
+    display: str
+    dose: str
+
+
+class RecommendationsSection(BaseModel):
+    # Item ids of clinical-spec §4 a site switches off, e.g. ["R5", "R11"].
+    disabled: list[str] = Field(default_factory=list)
+    # Show HT-high items with one-click orders for an indeterminate score ("possible HT-high").
+    # Our extrapolation (spec §1.6): off by default, the items are then listed as pending.
+    treat_indeterminate_as_high: bool = False
+    # The blood-count schedule ordered for HT-high (spec R12: no source gives one).
+    monitoring_schedule: str | None = None
+    # Preferred products: keys "gcsf" and "antiviral".
+    drugs: dict[str, DrugChoice] = Field(default_factory=dict)
+    # m-EASIX with CRP in mg/L instead of mg/dL (the mg/dL convention is UNVERIFIED).
+    m_easix_crp_mg_per_l: bool = False
+
+
 class FeedbackSection(BaseModel):
-    # SQLite by default; a PostgreSQL URL switches the store to PostgreSQL.
+    # SQLite by default; a PostgreSQL URL switches the store to PostgreSQL
+    # ("postgresql://user:password@host:5432/db"; the asyncpg driver is used).
     database_url: str | None = None
+    # SQLite file (WAL mode), relative to the working directory unless absolute.
     sqlite_path: str = "var/feedback.sqlite3"
 
 
@@ -88,10 +155,12 @@ class Settings(BaseSettings):
 
     service: ServiceSection = Field(default_factory=ServiceSection)
     trusted_clients: list[TrustedClient] = Field(default_factory=list)
+    auth: AuthSection = Field(default_factory=AuthSection)
     fhir: FhirSection = Field(default_factory=FhirSection)
     clinical: ClinicalSection = Field(default_factory=ClinicalSection)
     feedback: FeedbackSection = Field(default_factory=FeedbackSection)
     cache: CacheSection = Field(default_factory=CacheSection)
+    recommendations: RecommendationsSection = Field(default_factory=RecommendationsSection)
 
     @classmethod
     def settings_customise_sources(

@@ -18,7 +18,8 @@ What sekmet-fhir 0.1.1 does (checked by hand and by tests/test_fhir_server_harne
   says `Prefer: handling=strict` (then 400 + OperationOutcome): FhirClient sends that header.
 - Read of an unknown id: 404 + OperationOutcome (not-found). DELETE of a referenced Patient succeeds
   (HAPI refuses it: cleanup deletes in reverse load order).
-- Inbound validation is strict: resources must be valid R4 (e.g. Observation needs status and code).
+- Inbound validation is strict: resources must be valid R4 (Observation needs status; unknown
+  elements are refused with 400 + OperationOutcome code structure).
 """
 from __future__ import annotations
 

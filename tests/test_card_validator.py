@@ -196,8 +196,8 @@ CASES = [
     # card extension
     ("extension not an object", _set(_card, "extension", ["x"]), "$.cards[0].extension: must be a JSON object"),
     ("extension empty", _set(_card, "extension", {}), "$.cards[0].extension: empty object"),
-    ("null inside extension", _set(lambda r: _card(r)["extension"]["org.example"], "t0", None),
-     "$.cards[0].extension.org.example.t0: null"),
+    ("non-JSON inside extension", _set(lambda r: _card(r)["extension"]["org.example"], "t0", float("nan")),
+     "$.cards[0].extension.org.example.t0: non-finite number"),
 ]
 
 
@@ -265,11 +265,14 @@ _PATHS = [
     (), ("cards", 0), ("cards", 0, "source"), ("cards", 0, "source", "topic"), ("cards", 0, "suggestions", 0),
     ("cards", 0, "suggestions", 1), ("cards", 0, "suggestions", 0, "actions", 0),
     ("cards", 0, "suggestions", 0, "actions", 2), ("cards", 0, "links", 0), ("cards", 0, "links", 1),
-    ("cards", 0, "overrideReasons", 0), ("cards", 1),
+    ("cards", 0, "overrideReasons", 0), ("cards", 1), ("cards", 0, "suggestions", 0, "actions", 0, "resource"),
+    ("cards", 0, "suggestions", 0, "actions", 1, "resource"), ("cards", 0, "extension"),
+    ("cards", 0, "extension", "org.example"),
 ]
 _KEYS = ["summary", "detail", "indicator", "uuid", "label", "url", "icon", "type", "description", "resource",
          "resourceId", "appContext", "selectionBehavior", "suggestions", "links", "overrideReasons", "display",
-         "system", "code", "isRecommended", "source", "actions", "extension", "autolaunchable"]
+         "system", "code", "isRecommended", "source", "actions", "extension", "autolaunchable", "id",
+         "resourceType", "cards", "systemActions"]
 _VALUES = st.sampled_from([
     None, "", " ", "x", "x" * 140, "info", "critical", "any", "at-most-one", "smart", "absolute", "create",
     "update", "delete", "https://example.org/a", "X/1", U1, U2, U3, True, False, 0, [], {}, ["x"],

@@ -32,7 +32,8 @@ MARGIN = 0.2
 
 
 def outcome(code: str, diagnostics: str = "details") -> dict:
-    return {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code, "diagnostics": diagnostics}]}
+    issue = {"severity": "error", "code": code, "diagnostics": diagnostics}
+    return {"resourceType": "OperationOutcome", "issue": [issue]}
 
 
 def searchset(*ids: str, next_url: str | None = None) -> dict:
@@ -153,7 +154,8 @@ def test_http_errors_carry_status_and_outcome(server, status, error):
 
 
 def test_error_page_without_outcome(server):
-    server.get(SEARCH_URL).respond(502, text="<html><body>Bad gateway</body></html>", headers={"Content-Type": "text/html"})
+    page = "<html><body>Bad gateway</body></html>"
+    server.get(SEARCH_URL).respond(502, text=page, headers={"Content-Type": "text/html"})
     exc = expect(FhirServerError, _search)
     assert exc.status == 502 and exc.outcome is None
 
@@ -313,3 +315,28 @@ def test_non_http_base_is_unreachable():
             return await client.search("file:///etc", QUERY, TOKEN, time.monotonic() + DEADLINE)
 
     expect(FhirUnreachable, call)
+
+
+@pytest.mark.parametrize("base", ["http://127.0.0.1:99999/fhir", "http:///fhir", "", "ftp://fhir.test/r4"])
+def test_unusable_base_urls_are_unreachable(base):
+    async def call() -> SearchResult:
+        async with FhirClient() as client:
+            return await client.search(base, QUERY, TOKEN, time.monotonic() + DEADLINE)
+
+    expect(FhirUnreachable, call)
+
+
+@pytest.mark.parametrize("token", [f"{TOKEN}\r\nX-Injected: 1", f"{TOKEN} x", f"{TOKEN}é", f"{TOKEN}\n"])
+def test_token_that_cannot_be_a_header_is_refused_before_sending(server, token):
+    route = server.get(SEARCH_URL).respond(200, json=searchset())
+    exc = expect(FhirAuthError, lambda: _search(token=token))
+    assert exc.status is None and not route.called
+
+
+def test_undecodable_body_is_malformed(server):
+    async def not_gzip() -> AsyncIterator[bytes]:
+        yield b"not gzip at all"
+
+    response = httpx.Response(200, content=not_gzip(), headers={"Content-Encoding": "gzip"})
+    server.get(SEARCH_URL).mock(return_value=response)
+    expect(FhirMalformed, _search)

@@ -23,11 +23,11 @@ def test_discovery_lists_both_hooks_with_restricted_prefetch(client):
     assert {s["hook"] for s in services.values()} == {"order-select", "order-sign"}
     pre = services["hematotox-order-sign"]["prefetch"]
     assert set(pre) == {"anc", "hemoglobin", "platelets", "crp", "ferritin", "ldh", "creatinine",
-                        "patient", "conditions"}
+                        "ecog", "patient", "conditions"}
     for key, query in pre.items():
         assert "{{context.patientId}}" in query
         assert "today()" not in query
-        if key not in ("patient", "conditions"):
+        if key not in ("patient", "conditions"):  # every Observation key
             assert query.startswith("Observation?patient={{context.patientId}}&code=http://loinc.org|")
             assert "&_sort=-date&_count=" in query
     assert "http://loinc.org|11039-5" not in pre["crp"]  # qualitative CRP is never asked for

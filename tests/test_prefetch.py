@@ -211,6 +211,31 @@ def test_resolve_fetches_in_parallel_within_one_deadline():
     assert {k: [r["id"] for r in v] for k, v in resolved.items()} == {f"k{i}": [f"c{i}"] for i in range(5)}
 
 
+def test_resolve_fetches_in_parallel_over_real_sockets():
+    # respx replaces the transport; this checks that the connection pool really opens parallel connections.
+    async def slow_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(0.2)
+        body = b'{"resourceType": "Bundle", "type": "searchset"}'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nConnection: close\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    async def call() -> tuple[Resolved, float]:
+        server = await asyncio.start_server(slow_http, "127.0.0.1", 0)
+        base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/fhir"
+        templates = {f"k{i}": f"Observation?patient={{{{context.patientId}}}}&code=c{i}" for i in range(5)}
+        async with server, FhirClient() as client:
+            started = time.monotonic()
+            resolved = await resolve(templates, CONTEXT, None, client, base, TOKEN, started + 2.0)
+            return resolved, time.monotonic() - started
+
+    resolved, elapsed = asyncio.run(call())
+    assert elapsed < 0.5, f"5 x 0.2 s took {elapsed:.2f}s: not parallel"
+    assert dict(resolved) == {f"k{i}": [] for i in range(5)}
+
+
 def test_resolve_deadline_covers_all_keys():
     async def hang(request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(5)
