@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from .outcome import operation_outcome
 from .prefetch import ABSENT, KeyState, classify
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -151,3 +152,12 @@ def needs_fetch(templates: Mapping[str, str], prefetch: Mapping | None) -> bool:
     """Would prefetch.resolve() contact the FHIR server for this request (some key not usable)?"""
     sent = prefetch if isinstance(prefetch, Mapping) else {}
     return any(classify(sent.get(key, ABSENT)) not in (KeyState.PRESENT, KeyState.NULL) for key in templates)
+
+
+def fhir_server_refusal(allowlist: FhirServerAllowlist, templates: Mapping[str, str], prefetch: Mapping | None,
+                        fhir_server: str | None) -> dict | None:
+    """The 412 OperationOutcome when this request would make us fetch from a server that is not
+    allowed; None when it may go on (nothing to fetch, no fhirServer, or an allowed one)."""
+    if not fhir_server or not needs_fetch(templates, prefetch) or allowlist.allows(fhir_server):
+        return None
+    return operation_outcome(NOT_ALLOWED_DIAGNOSTICS, "forbidden", expression=["fhirServer"])

@@ -12,6 +12,7 @@ import asyncio
 import re
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
@@ -80,6 +81,12 @@ class SearchResult:
     truncated: bool = False
     # OperationOutcomes the server put in the Bundle with search.mode = outcome.
     warnings: list[dict] = field(default_factory=list)
+    # True when the caller's `stop` said the remaining pages were not needed (a `next` link was left).
+    stopped: bool = False
+
+
+StopPaging = Callable[[list[dict]], bool]
+"""Called with the resources collected so far whenever a `next` link is left: True = do not follow it."""
 
 
 def bundle_entries(bundle: dict) -> tuple[list[dict], list[dict]]:
@@ -162,11 +169,17 @@ class FhirClient:
         max_pages: int = DEFAULT_MAX_PAGES,
         *,
         allow_partial: bool = False,
+        stop: StopPaging | None = None,
     ) -> SearchResult:
-        """GET {base}/{relative_query} and every `next` page, all before `deadline`."""
+        """GET {base}/{relative_query} and every `next` page, all before `deadline`.
+
+        `stop` lets the caller end paging early when it knows the remaining pages cannot matter
+        (e.g. a search sorted newest first that has gone past the dates of interest). It is asked
+        before the page cap is applied, so a stop ends a long search without a FhirPagingError.
+        """
         what = f"{_type_name(relative_query.lstrip('/').split('?')[0])} search"
         url = _join(base, relative_query, what)
-        return await self._collect(base, url, access_token, deadline, max_pages, allow_partial, what)
+        return await self._collect(base, url, access_token, deadline, max_pages, allow_partial, what, stop)
 
     async def continue_search(
         self,
@@ -177,12 +190,13 @@ class FhirClient:
         max_pages: int = DEFAULT_MAX_PAGES,
         *,
         allow_partial: bool = False,
+        stop: StopPaging | None = None,
     ) -> SearchResult:
         """Fetch a search from a `next` link someone else obtained (e.g. a prefetched Bundle)."""
         what = "search continuation"
         url = urljoin(base.rstrip("/") + "/", next_url)
         _require_same_origin(base, url, what)
-        return await self._collect(base, url, access_token, deadline, max_pages, allow_partial, what)
+        return await self._collect(base, url, access_token, deadline, max_pages, allow_partial, what, stop)
 
     async def _collect(
         self,
@@ -193,6 +207,7 @@ class FhirClient:
         max_pages: int,
         allow_partial: bool,
         what: str,
+        stop: StopPaging | None = None,
     ) -> SearchResult:
         if max_pages < 1:
             raise ValueError("max_pages must be at least 1")
@@ -217,6 +232,8 @@ class FhirClient:
             resources.extend(data)
             warnings.extend(outcomes)
             link = next_link(bundle)
+            if link is not None and stop is not None and stop(list(resources)):
+                return SearchResult(resources, pages, False, warnings, stopped=True)
             if link is not None:
                 link = urljoin(next_url, link)
                 _require_same_origin(base, link, what)

@@ -98,9 +98,9 @@ def key_set_from_json(data: Any) -> KeySet:
         raise ValueError("a JWKS is a JSON object with a 'keys' array")
     usable: list[Key] = []
     for entry in data["keys"]:
-        if not isinstance(entry, dict) or entry.get("kty") not in _ASYMMETRIC_KTY:
+        if not isinstance(entry, dict) or not isinstance(entry.get("kty"), str) or entry["kty"] not in _ASYMMETRIC_KTY:
             continue  # "oct" (symmetric) keys are never used, whatever a token claims
-        if entry.get("use", "sig") != "sig":
+        if entry.get("use", "sig") != "sig" or not isinstance(entry.get("kid", ""), str):
             continue
         public = {k: v for k, v in entry.items() if k not in ("d", "p", "q", "dp", "dq", "qi", "oth", "k")}
         try:
@@ -160,7 +160,7 @@ class _Source:
             self._last_attempt = now
             try:
                 keys = self._read_file() if self.is_file else await self._fetch()
-            except (OSError, ValueError, httpx.HTTPError, JoseError) as exc:
+            except (OSError, ValueError, TypeError, httpx.HTTPError, JoseError) as exc:
                 # Keep the keys we have (if any): a token with a known kid still verifies.
                 log.warning("jwks refresh failed", extra={"event": {
                     "jwks": self.location, "error": type(exc).__name__}})

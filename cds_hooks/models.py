@@ -78,6 +78,8 @@ def json_problems(value: Any, path: str, *, allow_empty: bool, allow_null: bool 
     Catches what pydantic's JSON serialiser would otherwise turn silently into something
     else: a Decimal becomes a string, NaN becomes null, a tuple becomes an array.
     """
+    if _plain_json(value, allow_empty, allow_null):
+        return []  # the common case, checked without building a path per node
     problems: list[str] = []
     stack: list[tuple[str, Any]] = [(path, value)]
     while stack:
@@ -108,6 +110,40 @@ def json_problems(value: Any, path: str, *, allow_empty: bool, allow_null: bool 
         else:
             problems.append(f"{where}: {type(v).__name__} is not a JSON type")
     return sorted(problems)
+
+
+def _plain_json(value: Any, allow_empty: bool, allow_null: bool) -> bool:
+    """True exactly when json_problems(value, ...) would find nothing (the same checks, no messages)."""
+    stack = [value]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        v = pop()
+        t = type(v)
+        if t is str:
+            if not allow_empty and not v.strip():
+                return False
+        elif t is dict:
+            if not allow_empty and not v:
+                return False
+            for k in v:
+                if type(k) is not str or not k:
+                    return False
+            extend(v.values())
+        elif t is list:
+            if not allow_empty and not v:
+                return False
+            extend(v)
+        elif t is int or t is bool:
+            continue
+        elif t is float:
+            if not math.isfinite(v):
+                return False
+        elif v is None:
+            if not allow_null:
+                return False
+        else:
+            return False  # subclasses and everything else: let json_problems judge and explain
+    return True
 
 
 # ============================================================================ request side
@@ -389,7 +425,7 @@ class Card(_Out):
                 raise ValueError("suggestion uuids must be unique")
         if self.extension is not None:
             # The extension's inner shape belongs to its owner (placeholders like {} are
-            # allowed there); it must still be a non-empty object of plain JSON without nulls.
+            # allowed there); it must still be a non-empty object of plain JSON.
             if not self.extension:
                 raise ValueError("extension must not be an empty object")
             # An extension's owner may give null a meaning ("cannot tell"); see validate.py.
@@ -475,7 +511,10 @@ class FeedbackItem(_In):
     @classmethod
     def _as_utc(cls, v: datetime) -> datetime:
         # The spec says UTC; a client that drops the "Z" still means UTC.
-        return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc)
+        try:
+            return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 has no UTC datetime
+            raise ValueError("outcomeTimestamp is out of range") from None
 
     @model_validator(mode="after")
     def _outcome_consistency(self):

@@ -3,12 +3,18 @@
 Per key a CDS client may send data, `null` (it looked and found nothing), nothing (it did not try),
 an OperationOutcome (it tried and failed) or a searchset with a `next` link (it stopped early). Only
 the last three send us to the FHIR server; all such keys are fetched in parallel within one deadline.
+
+Two hooks for the caller, both free of any domain knowledge here: `reuse` hands in resources for
+keys obtained earlier (e.g. by an earlier hook of the same workflow), used instead of fetching; and
+`stop_paging(key, resources_so_far)` may end the paging of one key early when the caller knows the
+remaining pages cannot matter. Without a stop, paging past `max_pages` is an error, never a silent
+truncation.
 """
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, cast
@@ -149,10 +155,14 @@ def _issue_code(error: FhirError) -> str:
 
 
 class PrefetchUnavailable(Exception):
-    """Required prefetch keys could not be obtained; `failures` says, per key, why."""
+    """Required prefetch keys could not be obtained; `failures` says, per key, why.
 
-    def __init__(self, failures: Mapping[str, KeyFailure]) -> None:
+    `meta` is every key's KeyMeta (where it came from, pages fetched), for logging.
+    """
+
+    def __init__(self, failures: Mapping[str, KeyFailure], meta: Mapping[str, KeyMeta] | None = None) -> None:
         self.failures = dict(sorted(failures.items()))
+        self.meta = dict(meta or {})
         self.keys = list(self.failures)
         self.reason = "; ".join(f"{key}: {f.reason}" for key, f in self.failures.items())
         super().__init__(f"prefetch unavailable ({self.reason})")
@@ -167,11 +177,13 @@ class PrefetchUnavailable(Exception):
 
 @dataclass(frozen=True)
 class KeyMeta:
-    state: KeyState
-    source: Literal["prefetch", "fhir"]
+    state: KeyState  # what the client sent
+    # where the resources came from: the client's prefetch, the FHIR server, or the caller's `reuse`
+    source: Literal["prefetch", "fhir", "reused"]
     pages: int = 0  # pages fetched from the FHIR server
     warnings: list[dict] = field(default_factory=list)  # outcome-mode OperationOutcomes
     failure: KeyFailure | None = None
+    stopped: bool = False  # paging ended early by the caller's stop_paging (a `next` link was left)
 
 
 class Resolved(Mapping[str, list[dict]]):
@@ -200,6 +212,17 @@ class _Fetched:
     resources: list[dict]
     pages: int
     warnings: list[dict]
+    stopped: bool = False
+
+
+StopPaging = Callable[[str, Sequence[dict]], bool]
+"""stop_paging(key, resources_so_far) -> True when the key's remaining pages are not needed."""
+
+
+def lacking(templates: Mapping[str, str], prefetch: object) -> set[str]:
+    """The template keys for which the client's prefetch holds no usable value (missing, failed, paginated)."""
+    sent = prefetch if isinstance(prefetch, Mapping) else {}
+    return {key for key in templates if classify(sent.get(key, ABSENT)) not in (KeyState.PRESENT, KeyState.NULL)}
 
 
 async def resolve(
@@ -214,12 +237,20 @@ async def resolve(
     required: set[str] | None = None,
     max_pages: int = DEFAULT_MAX_PAGES,
     user_practitioner_id: str | None = None,
+    reuse: Mapping[str, Sequence[dict]] | None = None,
+    stop_paging: StopPaging | None = None,
 ) -> Resolved:
     """Every template key's resources, from the prefetch where usable, else from `fhir_server`.
 
     `required` (default: all keys) are the keys without which no answer may be given: if any of
     them cannot be obtained, PrefetchUnavailable is raised. `deadline` is an absolute
     time.monotonic() value covering all fetches together.
+
+    `reuse` (key -> resources) fills keys the prefetch lacks without a request; usable prefetch
+    values always win over it. `stop_paging(key, resources_so_far)` is asked whenever a search of
+    `key` has a `next` link left (including a paginated prefetch Bundle before its continuation is
+    fetched); True ends that key's paging with what it has. A search that is not stopped and has
+    more than `max_pages` pages fails.
     """
     required = set(templates) if required is None else set(required)
     if unknown := required - set(templates):
@@ -237,6 +268,9 @@ async def resolve(
         elif state is KeyState.NULL:
             data[key] = []
             meta[key] = KeyMeta(state, "prefetch")
+        elif reuse is not None and key in reuse:
+            data[key] = list(reuse[key])
+            meta[key] = KeyMeta(state, "reused")
         else:
             pending[key] = (state, value)
 
@@ -244,7 +278,8 @@ async def resolve(
         fetch = _Fetcher(client, fhir_server, access_token, deadline, max_pages, context, user_practitioner_id)
         async with asyncio.TaskGroup() as group:
             tasks = {
-                key: group.create_task(fetch(templates[key], state, value)) for key, (state, value) in pending.items()
+                key: group.create_task(fetch(templates[key], state, value, _stop_for(stop_paging, key)))
+                for key, (state, value) in pending.items()
             }
         for key, task in tasks.items():
             state = pending[key][0]
@@ -253,12 +288,18 @@ async def resolve(
                 meta[key] = KeyMeta(state, "fhir", failure=result)
             else:
                 data[key] = result.resources
-                meta[key] = KeyMeta(state, "fhir", result.pages, result.warnings)
+                meta[key] = KeyMeta(state, "fhir", result.pages, result.warnings, stopped=result.stopped)
 
     resolved = Resolved(data, meta)
     if failed := {key: f for key, f in resolved.failures.items() if key in required}:
-        raise PrefetchUnavailable(failed)
+        raise PrefetchUnavailable(failed, meta)
     return resolved
+
+
+def _stop_for(stop_paging: StopPaging | None, key: str) -> Callable[[list[dict]], bool] | None:
+    if stop_paging is None:
+        return None
+    return lambda resources: bool(stop_paging(key, resources))
 
 
 def _flatten(value: dict) -> tuple[list[dict], list[dict]]:
@@ -277,7 +318,9 @@ class _Fetcher:
     context: dict
     user_practitioner_id: str | None
 
-    async def __call__(self, template: str, state: KeyState, value: object) -> _Fetched | KeyFailure:
+    async def __call__(
+        self, template: str, state: KeyState, value: object, stop: Callable[[list[dict]], bool] | None = None
+    ) -> _Fetched | KeyFailure:
         if not self.fhir_server:
             return KeyFailure("not in prefetch and the request has no fhirServer", "required")
         if self.client is None:
@@ -285,14 +328,14 @@ class _Fetcher:
         query = render(template, self.context, self.user_practitioner_id)
         try:
             if state is KeyState.PAGINATED:
-                return await self._continue(cast(dict, value), query)
+                return await self._continue(cast(dict, value), query, stop)
             if query is None:
                 return KeyFailure("prefetch template has a token the hook context cannot fill", "required")
-            return await self._run(query)
+            return await self._run(query, stop)
         except FhirError as error:
             return KeyFailure.from_error(error)
 
-    async def _run(self, query: str) -> _Fetched:
+    async def _run(self, query: str, stop: Callable[[list[dict]], bool] | None = None) -> _Fetched:
         assert self.client is not None and self.fhir_server is not None
         if _READ.fullmatch(query):
             try:
@@ -300,20 +343,27 @@ class _Fetcher:
             except FhirNotFound:
                 return _Fetched([], 1, [])  # the server says it does not exist: absent, like `null`
             return _Fetched([resource], 1, [])
-        result = await self.client.search(self.fhir_server, query, self.token, self.deadline, self.max_pages)
-        return _Fetched(result.resources, result.pages, result.warnings)
+        result = await self.client.search(
+            self.fhir_server, query, self.token, self.deadline, self.max_pages, stop=stop
+        )
+        return _Fetched(result.resources, result.pages, result.warnings, result.stopped)
 
-    async def _continue(self, bundle: dict, query: str | None) -> _Fetched:
+    async def _continue(
+        self, bundle: dict, query: str | None, stop: Callable[[list[dict]], bool] | None = None
+    ) -> _Fetched:
         assert self.client is not None and self.fhir_server is not None
         first, warnings = bundle_entries(bundle)
+        if stop is not None and stop(list(first)):
+            return _Fetched(first, 0, warnings, True)
+        rest_stop = None if stop is None else (lambda resources: stop(first + resources))
         try:
             rest = await self.client.continue_search(
-                self.fhir_server, next_link(bundle) or "", self.token, self.deadline, self.max_pages
+                self.fhir_server, next_link(bundle) or "", self.token, self.deadline, self.max_pages, stop=rest_stop
             )
         except (FhirPagingError, FhirNotFound):
             # The client's link may point at a host name we may not use, or at a paging cursor that has
             # expired: running the template again gives the complete result from the start.
             if query is None:
                 raise
-            return await self._run(query)
-        return _Fetched(first + rest.resources, rest.pages, warnings + rest.warnings)
+            return await self._run(query, stop)
+        return _Fetched(first + rest.resources, rest.pages, warnings + rest.warnings, rest.stopped)

@@ -58,7 +58,7 @@ def card_violations(response: Any) -> list[str]:
 # --------------------------------------------------------------------------- generic rules
 def _walk_empties(value: Any, path: str, out: list[str], *, fhir: bool = False) -> None:
     """null, "", [], {} anywhere; `cards: []` is the one allowed empty. The inside of a CDS
-    Hooks `extension` is its owner's business: only nulls and non-JSON values are reported
+    Hooks `extension` is its owner's business: only non-JSON values are reported
     there. Inside a FHIR `resource`, `extension` is FHIR's own element and walked like the rest."""
     if value is None:
         out.append(f"{path}: null (omit the field instead)")

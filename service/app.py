@@ -15,14 +15,20 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cds_hooks.fhir_allowlist import fhir_server_refusal
 from cds_hooks.fhir_client import FhirClient
-from cds_hooks.models import CardsResponse, HookRequest, dump_json, order_context
+from cds_hooks.models import ORDER_HOOKS, CardsResponse, HookRequest, dump_json, order_context
+from cds_hooks.openapi import hook_request_schema, install_openapi, json_request_body
 from cds_hooks.outcome import CDSHookError, operation_outcome
-from cds_hooks.prefetch import PrefetchUnavailable, resolve
+from cds_hooks.prefetch import KeyMeta, PrefetchUnavailable, lacking, resolve
 from cds_hooks.registry import Registry, ServiceDefinition
 from service import metrics
-from service.hooks import HT_KEYS, Clinic, cards_for, trigger_for
+from service.feedback import feedback_router
+from service.hooks import HT_KEYS, LAB_KEYS, Clinic, cards_for, trigger_for
 from service.ops import router as ops_router
+from service.paging import lookback_stop
+from service.reuse import ReuseCache, issuer_of, reuse_key
+from service.security import install_security
 from service.settings import Settings, load_settings
 
 log = logging.getLogger("hematotox.hook")
@@ -78,7 +84,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.clinic = clinic
     app.state.registry = registry
+    app.state.reuse = ReuseCache(settings.cache.ttl_seconds, settings.cache.max_entries)  # service/reuse.py
     app.include_router(ops_router)  # /healthz, /readyz, /metrics: outside the JWT check
+    install_security(app, settings)  # JWT on /cds-services*, CORS, body limit, headers (service/security.py)
+    app.include_router(feedback_router(settings))  # POST /cds-services/{id}/feedback
+    install_openapi(app, [s.id for s in registry])
 
     @app.exception_handler(CDSHookError)
     async def _cds_error(_: Request, exc: CDSHookError) -> Response:
@@ -102,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def discovery() -> Response:
         return json_response(registry.discovery())
 
-    @app.post("/cds-services/{service_id}")
+    @app.post("/cds-services/{service_id}", openapi_extra=json_request_body(hook_request_schema(ORDER_HOOKS)))
     async def call_service(service_id: str, request: Request) -> Response:
         service = registry.get(service_id)
         if service is None:
@@ -119,20 +129,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if trigger is None:
             _log(req, service_id, 200, 0, timings)
             return json_response(EMPTY)
+        if refusal := fhir_server_refusal(app.state.fhir_allowlist, clinic.templates, req.prefetch, req.fhirServer):
+            _log(req, service_id, 412, 0, timings)  # SSRF guard: a server not allowed is never contacted
+            return json_response(refusal, 412)
         t = time.perf_counter()
         deadline = time.monotonic() + settings.fhir.deadline_seconds
+        # order-select's data serves order-sign (same issuer, server, user, patient, LD orders).
+        rkey = reuse_key(issuer_of(request.state), req.fhirServer, ctx, clinic.vs)
+        reused, cache = app.state.reuse.before_resolve(req.hook, rkey, lacking(clinic.templates, req.prefetch))
         try:
             resolved = await resolve(
                 clinic.templates, req.context, req.prefetch, app.state.fhir, req.fhirServer,
                 req.fhirAuthorization.access_token.get_secret_value() if req.fhirAuthorization else None,
-                deadline, required=set(HT_KEYS), max_pages=settings.fhir.max_pages)
+                deadline, required=set(HT_KEYS), max_pages=settings.fhir.max_pages, reuse=reused,
+                stop_paging=lookback_stop(trigger.t0, clinic.rules, ctx.patient_id, LAB_KEYS))
         except PrefetchUnavailable as exc:
             timings["fetch"] = time.perf_counter() - t
-            metrics.count_fhir_fallback(clinic.templates, req.prefetch, exc.failures)
-            _log(req, service_id, 412, 0, timings)
+            metrics.count_fhir_fetches(exc.meta)
+            _log(req, service_id, 412, 0, timings, _fetch_summary(cache, exc.meta))
             return json_response({"resourceType": "OperationOutcome", "issue": exc.issues()}, 412)
         timings["fetch"] = time.perf_counter() - t
-        metrics.count_fhir_fallback(clinic.templates, req.prefetch, resolved.failures)
+        app.state.reuse.after_resolve(req.hook, rkey, resolved)
+        metrics.count_fhir_fetches(resolved.meta)
         t = time.perf_counter()
         cards = cards_for(trigger, ctx, resolved, clinic)
         timings["score"] = time.perf_counter() - t
@@ -140,7 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body = dump_json(CardsResponse(cards=cards))
         timings["cards"] = time.perf_counter() - t
         metrics.count_cards(cards)
-        _log(req, service_id, 200, len(cards), timings)
+        _log(req, service_id, 200, len(cards), timings, _fetch_summary(cache, resolved.meta))
         return json_response(body)
 
     return app
@@ -161,9 +179,19 @@ def _parse_request(body: bytes) -> HookRequest:
                            expression=fields) from None
 
 
-def _log(req: HookRequest, service_id: str, status: int, n_cards: int, timings: dict[str, float]) -> None:
+def _fetch_summary(cache: str, meta: dict[str, KeyMeta]) -> dict:
+    """Counts only (no keys' contents): the reuse cache, and what the FHIR fallback did."""
+    fetched = [m for m in meta.values() if m.source == "fhir"]
+    return {"cache": cache, "fhir": {
+        "keysFetched": len(fetched), "keysFailed": sum(m.failure is not None for m in fetched),
+        "keysReused": sum(m.source == "reused" for m in meta.values()),
+        "pages": sum(m.pages for m in fetched), "stoppedEarly": sum(m.stopped for m in fetched)}}
+
+
+def _log(req: HookRequest, service_id: str, status: int, n_cards: int, timings: dict[str, float],
+         fetch: dict | None = None) -> None:
     # One line per hook, keyed by hookInstance; no token, no patient id, no values.
     log.info("hook", extra={"event": {
         "hookInstance": req.hookInstance, "service": service_id, "hook": req.hook, "status": status,
-        "cards": n_cards, "ms": {k: round(v * 1000, 2) for k, v in timings.items()}}})
+        "cards": n_cards, "ms": {k: round(v * 1000, 2) for k, v in timings.items()}, **(fetch or {})}})
     metrics.observe_hook(service_id, req.hook, sum(timings.values()), status)

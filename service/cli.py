@@ -34,9 +34,15 @@ def main(argv: list[str] | None = None) -> int:
 
     prepare_multiprocess(args.workers)  # N > 1 workers: metrics summed over all of them
     uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_config=None, access_log=False,
-                timeout_graceful_shutdown=20)
+                workers=args.workers, **SERVER_OPTIONS)
     return 0
+
+
+# uvicorn settings of the service (bench/bare_app.py runs its baseline with the same ones): uvloop and
+# httptools (from uvicorn[standard]) named explicitly, so a missing one fails at start instead of
+# silently falling back to the slower pure-Python loop and parser.
+SERVER_OPTIONS = {"loop": "uvloop", "http": "httptools", "log_config": None, "access_log": False,
+                  "timeout_graceful_shutdown": 20}
 
 
 if __name__ == "__main__":

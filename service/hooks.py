@@ -106,6 +106,12 @@ def nrm_for(a: Assessment, ctx: OrderContext, data: Mapping[str, list[dict]], cl
                        clinic.m_easix_crp_mg_per_l)
 
 
+# The constant parts of the risk card, validated once (strict models are immutable, so they can be shared).
+RISK_SOURCE = Source(label=SOURCE_LABEL, url=SOURCE_URL)
+RISK_LINKS = [Link(label="CAR-HEMATOTOX online calculator (German Lymphoma Alliance)", url=CALCULATOR_URL,
+                   type="absolute")]
+
+
 def risk_card(a: Assessment, nrm: NrmProfile, ctx: OrderContext, clinic: Clinic) -> Card:
     tz = clinic.rules.tz
     suggestions = None
@@ -121,12 +127,11 @@ def risk_card(a: Assessment, nrm: NrmProfile, ctx: OrderContext, clinic: Clinic)
         summary=summary(a, tz),
         detail=detail(a, tz, clinic.ruleset, nrm),
         indicator=indicator(a),
-        source=Source(label=SOURCE_LABEL, url=SOURCE_URL),
+        source=RISK_SOURCE,
         suggestions=suggestions,
         selectionBehavior="any" if suggestions else None,
         overrideReasons=OVERRIDE_REASONS if suggestions else None,
-        links=[Link(label="CAR-HEMATOTOX online calculator (German Lymphoma Alliance)",
-                    url=CALCULATOR_URL, type="absolute")],
+        links=RISK_LINKS,
         extension=extension(a, clinic.ruleset, nrm),
     )
 

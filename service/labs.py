@@ -18,6 +18,7 @@ from service.valuesets import LOINC, ValueSets
 
 USABLE_STATUS = frozenset({"final", "amended", "corrected"})
 COMPARATORS = frozenset({"<", "<=", ">", ">="})
+_NOTHING: frozenset[str] = frozenset()
 
 Problem = Literal["implausible", "unit", "status", "absent", "no-value", "no-time", "comparator"]
 TimeClass = Literal["current", "stale", "old", "after"]
@@ -120,14 +121,6 @@ def _decimal(x: object) -> Decimal | None:
     return d if d.is_finite() else None
 
 
-def _codes(obs: dict) -> list[str]:
-    code = obs.get("code")
-    if not isinstance(code, dict):
-        return []
-    return [c.get("code") for c in code.get("coding") or [] if isinstance(c, dict)
-            and c.get("system") == LOINC and isinstance(c.get("code"), str)]
-
-
 def _subject_ok(obs: dict, patient_id: str) -> bool:
     subject = obs.get("subject")
     if subject is None:  # optional in R4; the query already selected the patient
@@ -154,48 +147,83 @@ def _effective(obs: dict, tz: tzinfo) -> tuple[datetime, bool, bool] | None:
 
 def parse_observation(obs: dict, patient_id: str, vs: ValueSets, rules: LabRules) -> LabResult | None:
     """One Observation → a LabResult, or None when it is not one of our lab codes / patients."""
+    return _parse(obs, patient_id, vs, rules, None)
+
+
+# Analytes that only serve to derive an ANC (derive_anc): their results are always parsed in full,
+# whatever their date, because a derived value takes the earliest time of its parts.
+_ANC_PARTS = frozenset({"seg_abs", "band_abs", "wbc", "neut_pct", "seg_pct", "band_pct"})
+
+
+def _parse(obs: object, patient_id: str, vs: ValueSets, rules: LabRules, clock: _Clock | None) -> LabResult | None:
+    """parse_observation. With a `clock`, a result of an analyte that is assessed directly and that is
+    older than the lookback ("old") is dropped before its value is read: assess() ignores old results
+    whatever they hold, so the outcome is the same and a long lab history costs little."""
     if not isinstance(obs, dict) or obs.get("resourceType") != "Observation":
         return None
-    lab = next((vs.lab_codes[c] for c in _codes(obs) if c in vs.lab_codes), None)
+    code = obs.get("code")
+    if not isinstance(code, dict):
+        return None
+    lab_codes = vs.lab_codes
+    lab = None
+    for c in code.get("coding") or []:  # the first LOINC coding that is one of our codes
+        if isinstance(c, dict) and c.get("system") == LOINC:
+            k = c.get("code")
+            if isinstance(k, str) and k in lab_codes:
+                lab = lab_codes[k]
+                break
     if lab is None or not _subject_ok(obs, patient_id):
         return None
+    analyte = lab.analyte
+    eff = _effective(obs, rules.tz)
+    if eff is not None:
+        when, date_only, imprecise = eff
+        if clock is not None and analyte not in _ANC_PARTS and clock.classify(when, date_only) == "old":
+            return None
+    else:
+        when, date_only, imprecise = None, False, False
     oid = obs.get("id")
     ref = f"Observation/{oid}" if isinstance(oid, str) and oid else None
-    eff = _effective(obs, rules.tz)
-    when, date_only, imprecise = eff if eff else (None, False, False)
     spec = obs.get("specimen")
     specimen = spec.get("reference") if isinstance(spec, dict) else None
+    if not isinstance(specimen, str):
+        specimen = None
 
-    def result(value=None, comparator=None, problem=None, ref_high=None, interp=frozenset()):
-        return LabResult(lab.analyte, lab.tier, value, comparator, when, date_only, imprecise, ref,
-                         problem, specimen if isinstance(specimen, str) else None, ref_high, interp)
-
-    statuses = USABLE_STATUS | ({"preliminary"} if rules.accept_preliminary else set())
-    if obs.get("status") not in statuses:
-        return result(problem="status")
-    if obs.get("dataAbsentReason") is not None:
-        return result(problem="absent")
-    if eff is None:
-        return result(problem="no-time")
+    # Membership only for strings: a client may send any JSON there, and a dict is not hashable.
+    status = obs.get("status")
+    if not isinstance(status, str) or not (
+            status in USABLE_STATUS or (rules.accept_preliminary and status == "preliminary")):
+        problem: Problem | None = "status"
+    elif obs.get("dataAbsentReason") is not None:
+        problem = "absent"
+    elif eff is None:
+        problem = "no-time"
+    else:
+        problem = None
     q = obs.get("valueQuantity")
-    raw_value = _decimal(q.get("value")) if isinstance(q, dict) else None
-    if raw_value is None:
-        return result(problem="no-value")
+    if problem is None:
+        raw_value = _decimal(q.get("value")) if isinstance(q, dict) else None
+        if raw_value is None:
+            problem = "no-value"
+    if problem is not None:
+        return LabResult(analyte, lab.tier, None, None, when, date_only, imprecise, ref, problem, specimen)
     comparator = q.get("comparator")
-    if comparator is not None and comparator not in COMPARATORS:
-        return result(problem="comparator")
+    if comparator is not None and not (isinstance(comparator, str) and comparator in COMPARATORS):
+        return LabResult(analyte, lab.tier, None, None, when, date_only, imprecise, ref, "comparator", specimen)
     unit_text = q.get("code") if q.get("system") == "http://unitsofmeasure.org" and q.get("code") else q.get("unit")
     try:
-        value = to_canonical(lab.analyte, raw_value, unit_text, rules.configured_factors)
+        value = to_canonical(analyte, raw_value, unit_text, rules.configured_factors)
     except UnitRejected:
         # A UCUM code we cannot use may still come with a usable human unit string.
         try:
-            value = to_canonical(lab.analyte, raw_value, q.get("unit"), rules.configured_factors)
+            value = to_canonical(analyte, raw_value, q.get("unit"), rules.configured_factors)
         except UnitRejected:
-            return result(problem="unit")
-    if not is_plausible(lab.analyte, value):
-        return result(value, comparator, problem="implausible")
-    return result(value, comparator, None, _reference_high(obs, lab.analyte, rules), _interpretation(obs))
+            return LabResult(analyte, lab.tier, None, None, when, date_only, imprecise, ref, "unit", specimen)
+    if not is_plausible(analyte, value):
+        return LabResult(analyte, lab.tier, value, comparator, when, date_only, imprecise, ref, "implausible",
+                         specimen)
+    return LabResult(analyte, lab.tier, value, comparator, when, date_only, imprecise, ref, None, specimen,
+                     _reference_high(obs, analyte, rules), _interpretation(obs))
 
 
 def _reference_high(obs: dict, analyte: str, rules: LabRules) -> Decimal | None:
@@ -211,8 +239,11 @@ def _reference_high(obs: dict, analyte: str, rules: LabRules) -> Decimal | None:
 
 
 def _interpretation(obs: dict) -> frozenset[str]:
+    raw = obs.get("interpretation")
+    if not raw:
+        return _NOTHING
     out = set()
-    for cc in obs.get("interpretation") or []:
+    for cc in raw:
         for c in (cc.get("coding") or []) if isinstance(cc, dict) else []:
             if isinstance(c, dict) and isinstance(c.get("code"), str):
                 out.add(c["code"])
@@ -225,9 +256,40 @@ def _interpretation(obs: dict) -> frozenset[str]:
 def time_class(r: LabResult, t0: datetime, rules: LabRules) -> TimeClass:
     """Where a result stands against T0, in facility calendar days (spec §1.5)."""
     assert r.effective is not None
+    return _Clock(t0, rules).classify(r.effective, r.date_only)
+
+
+class _Clock:
+    """time_class for one T0, with T0's facility day and the window bounds worked out once."""
+
+    __slots__ = ("t0", "rules", "t0_day", "window_start", "lookback_start")
+
+    def __init__(self, t0: datetime, rules: LabRules) -> None:
+        self.t0, self.rules = t0, rules
+        try:
+            self.t0_day: date | None = t0.astimezone(rules.tz).date()
+            self.window_start = self.t0_day - timedelta(days=rules.window_days)
+            self.lookback_start = self.t0_day - timedelta(days=rules.lookback_days)
+        except OverflowError:  # a T0 at the ends of the calendar: classify() computes (and fails) as written
+            self.t0_day = None
+
+    def classify(self, effective: datetime, date_only: bool) -> TimeClass:
+        if self.t0_day is None:
+            return _classify(effective, date_only, self.t0, self.rules)
+        day = effective.date() if date_only else effective.astimezone(self.rules.tz).date()
+        if (day > self.t0_day) if date_only else (effective > self.t0):
+            return "after"
+        if day >= self.window_start:
+            return "current"
+        if day >= self.lookback_start:
+            return "stale"
+        return "old"
+
+
+def _classify(effective: datetime, date_only: bool, t0: datetime, rules: LabRules) -> TimeClass:
     t0_day = t0.astimezone(rules.tz).date()
-    day = r.effective.date() if r.date_only else r.effective.astimezone(rules.tz).date()
-    if (day > t0_day) if r.date_only else (r.effective > t0):
+    day = effective.date() if date_only else effective.astimezone(rules.tz).date()
+    if (day > t0_day) if date_only else (effective > t0):
         return "after"
     if day >= t0_day - timedelta(days=rules.window_days):
         return "current"
@@ -305,6 +367,10 @@ def _pick(cands: list[LabResult]) -> LabResult | None:
 
 
 def assess(analyte: str, results: Iterable[LabResult], t0: datetime, rules: LabRules) -> Component:
+    return _assess(analyte, results, _Clock(t0, rules), rules)
+
+
+def _assess(analyte: str, results: Iterable[LabResult], clock: _Clock, rules: LabRules) -> Component:
     current: list[LabResult] = []
     stale: list[LabResult] = []
     rejected = 0
@@ -312,7 +378,7 @@ def assess(analyte: str, results: Iterable[LabResult], t0: datetime, rules: LabR
     for r in results:
         if r.analyte != analyte or r.effective is None:
             continue
-        tc = time_class(r, t0, rules)
+        tc = clock.classify(r.effective, r.date_only)
         if r.problem is not None:
             if tc == "current":
                 rejected += 1
@@ -338,6 +404,10 @@ def assess(analyte: str, results: Iterable[LabResult], t0: datetime, rules: LabR
 
 def assess_all(observations: Iterable[dict], patient_id: str, t0: datetime, vs: ValueSets,
                rules: LabRules, analytes: Iterable[str]) -> dict[str, Component]:
-    parsed = [r for o in observations if (r := parse_observation(o, patient_id, vs, rules)) is not None]
+    clock = _Clock(t0, rules)
+    parsed = [r for o in observations if (r := _parse(o, patient_id, vs, rules, clock)) is not None]
     parsed.extend(derive_anc(parsed))
-    return {a: assess(a, parsed, t0, rules) for a in analytes}
+    by_analyte: dict[str, list[LabResult]] = {}
+    for r in parsed:
+        by_analyte.setdefault(r.analyte, []).append(r)
+    return {a: _assess(a, by_analyte.get(a, ()), clock, rules) for a in analytes}

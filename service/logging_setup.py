@@ -45,3 +45,12 @@ def configure_logging(level: str = "info") -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # Libraries that log what passes through them at INFO/DEBUG: httpx logs every request URL (a FHIR
+    # query names the patient), the database drivers log statements with their parameters (feedback
+    # comments). Only their warnings and errors are kept, at any configured level.
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+QUIET_LIBRARIES = ("httpx", "httpcore", "hpack", "aiosqlite", "asyncpg", "sqlalchemy", "multipart",
+                   "python_multipart")

@@ -38,10 +38,14 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# No `*_created` series: they double the output and no dashboard or alert here reads them.
+disable_created_metrics()
 
 # CDS clients give a hook a few seconds (Epic: 10 s at most, usually much less); the FHIR fallback
 # deadline defaults to 3 s. Buckets are dense below 1 s and reach past the longest deadline.
@@ -125,31 +129,22 @@ def count_fhir_fetch(ok: bool, reason: str | None = None) -> None:
         FHIR_FALLBACK_FAILURES.labels(label(reason or "error")).inc()
 
 
-# Failures of keys for which no request was sent (no fhirServer, no client, unfillable template):
-# they are not fallback calls. The 412 answer of such a hook is in hematotox_hook_duration_seconds.
+# Failures of keys for which no request was sent (no fhirServer, unfillable template, no
+# client): not calls. A 412 for that shows in hematotox_hook_duration_seconds.
 _NOT_ATTEMPTED = frozenset({"required", "not-supported"})
 
 
-def count_fhir_fallback(templates: Iterable[str], prefetch: object, failures: Mapping[str, object]) -> None:
-    """Count the FHIR fallback fetches of one hook call.
-
-    A key was fetched if the client's prefetch did not hold a usable value for it (the same rule
-    as `cds_hooks.prefetch.resolve`); it failed if `failures` (key -> KeyFailure) names it.
-    Works from the resolved data and from a PrefetchUnavailable alike (then `failures` are its
-    failures and the keys fetched successfully alongside are counted too).
-    """
-    from cds_hooks.prefetch import ABSENT, KeyState, classify
-
-    sent = prefetch if isinstance(prefetch, Mapping) else {}
-    for key in templates:
-        if classify(sent.get(key, ABSENT)) in (KeyState.PRESENT, KeyState.NULL):
-            continue
-        failure = failures.get(key)
+def count_fhir_fetches(meta: Mapping[str, object]) -> None:
+    """Count the FHIR fallback fetches of one hook call from `resolve()`'s per-key KeyMeta
+    (`resolved.meta`, or `PrefetchUnavailable.meta` for a 412): every key whose source is the FHIR
+    server and for which a request was sent, failed if it has a `failure`."""
+    for m in meta.values():
+        if getattr(m, "source", None) != "fhir":
+            continue  # from the client's prefetch, or reused from order-select
+        failure = getattr(m, "failure", None)
         if failure is None:
             count_fhir_fetch(True)
-            continue
-        code = getattr(failure, "code", None) or "error"
-        if code not in _NOT_ATTEMPTED:
+        elif (code := getattr(failure, "code", None) or "error") not in _NOT_ATTEMPTED:
             count_fhir_fetch(False, code)
 
 

@@ -7,8 +7,11 @@ URL with its password): only check names, `ok`/`fail`/`not configured` and excep
 
 - `/healthz`: the process is alive and its event loop answers. Never touches a dependency, so a
   slow database cannot get healthy pods restarted (liveness).
-- `/readyz`: the configuration is loaded and, if the feedback store is configured, its database
-  answers a ping within `READY_TIMEOUT_S` (readiness: take the pod out of the Service until then).
+- `/readyz`: the configuration is loaded and the feedback database (`app.state.feedback_store`,
+  service/feedback.py) answers a ping within `READY_TIMEOUT_S`; until then the pod is out of the
+  Service. Note the consequence: a feedback-database outage takes every replica out of rotation,
+  although hooks themselves do not need the database. Sites that prefer hooks to keep answering
+  then point the readinessProbe at `/healthz` (deploy/README.md).
   The EHR's FHIR servers are deliberately not checked: they are per request, and hooks with full
   prefetch still work when they are down.
 - `/metrics`: Prometheus text format (service/metrics.py).
@@ -52,22 +55,35 @@ async def readyz(request: Request) -> Response:
 
 
 async def _database(state: object) -> str:
-    """`ok`, `not configured` (no feedback store, or one without `ping`), or `fail: <ExceptionType>`."""
+    """`ok`, `not configured` (no feedback store), or `fail: <ExceptionType>`."""
     store = getattr(state, "feedback_store", None)
-    ping = getattr(store, "ping", None)
-    if not callable(ping):
+    if store is None:
         return "not configured"
     try:
-        if inspect.iscoroutinefunction(ping):
-            result = await asyncio.wait_for(ping(), READY_TIMEOUT_S)
-        else:
-            result = await asyncio.wait_for(run_in_threadpool(ping), READY_TIMEOUT_S)
-            if inspect.isawaitable(result):
-                result = await asyncio.wait_for(result, READY_TIMEOUT_S)
+        result = await asyncio.wait_for(_ping(store), READY_TIMEOUT_S)
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; the type says which
         log.warning("readiness: database ping failed", extra={"event": {"error": type(exc).__name__}})
         return f"fail: {type(exc).__name__}"
+    if result is None:
+        return "not configured"
     return "fail: ping returned false" if result is False else "ok"
+
+
+async def _ping(store: object) -> object:
+    """The store's own `ping()` (sync or async) if it has one, else `SELECT 1` on its SQLAlchemy
+    engine (service/feedback_store.py: `FeedbackStore.engine`); None when it has neither."""
+    ping = getattr(store, "ping", None)
+    if callable(ping):
+        result = await ping() if inspect.iscoroutinefunction(ping) else await run_in_threadpool(ping)
+        return await result if inspect.isawaitable(result) else result
+    engine = getattr(store, "engine", None)
+    if engine is None or not hasattr(engine, "connect"):
+        return None
+    from sqlalchemy import text
+
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+    return True
 
 
 @router.get("/metrics")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, time, tzinfo
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Mapping
 
 from service.labs import parse_fhir_datetime
 from service.valuesets import RXNORM, ValueSets
@@ -75,15 +75,19 @@ def _concepts(order: dict, resources: Iterable[dict]) -> list[dict]:
     return out
 
 
+_WORD = re.compile(r"[a-z][a-z\-]*")
+
+
 def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z][a-z\-]*", text.lower()))
+    return set(_WORD.findall(text.lower()))
 
 
-def _match(concepts: list[dict], codes: dict[str, str], names: dict[str, str]) -> str | None:
+def _match(concepts: list[dict], codes: Mapping[str, str], names: Mapping[str, str]) -> str | None:
     for cc in concepts:
         for c in cc.get("coding") or []:
-            if isinstance(c, dict) and c.get("system") == RXNORM and c.get("code") in codes:
-                return codes[c["code"]]
+            if isinstance(c, dict) and c.get("system") == RXNORM and isinstance(code := c.get("code"), str) \
+                    and code in codes:
+                return codes[code]
     for cc in concepts:
         texts = [cc.get("text")] + [c.get("display") for c in cc.get("coding") or [] if isinstance(c, dict)]
         for t in texts:
@@ -109,15 +113,18 @@ def _planned_start(order: dict, tz: tzinfo) -> tuple[datetime, bool] | None:
 
 
 def ld_drug(order: dict, patient_id: str, resources: list[dict], vs: ValueSets) -> str | None:
-    if not isinstance(order, dict) or order.get("resourceType") not in ORDER_TYPES:
+    # Membership only for strings: a client may send any JSON there, and a dict is not hashable.
+    if not isinstance(order, dict) or not isinstance(rtype := order.get("resourceType"), str) \
+            or rtype not in ORDER_TYPES:
         return None
-    if order.get("status") in DEAD_STATUS or not _belongs_to(order, patient_id):
+    status = order.get("status")
+    if (isinstance(status, str) and status in DEAD_STATUS) or not _belongs_to(order, patient_id):
         return None
-    return _match(_concepts(order, resources), dict(vs.ld_rxnorm), dict(vs.ld_names))
+    return _match(_concepts(order, resources), vs.ld_rxnorm, vs.ld_names)
 
 
 def cart_product(resources: list[dict], vs: ValueSets) -> str | None:
-    codes, names = dict(vs.product_rxnorm), dict(vs.product_names)
+    codes, names = vs.product_rxnorm, vs.product_names
     for r in resources:
         if not isinstance(r, dict):
             continue

@@ -18,6 +18,13 @@ OVERRIDE_REASONS = [
     OverrideReason(system=OVERRIDE_SYSTEM, code="not-applicable", display="Not applicable (e.g. not CAR-T lymphodepletion)"),
 ]
 
+# The constant parts of the card, validated once (strict models are immutable, so they can be shared).
+SOURCE = Source(label="EHA/EBMT ICAHT 2023; Rejeski 2023; Lemoine 2023 (DESCAR-T)",
+                url="https://doi.org/10.1182/blood.2023020578")
+LINKS = [Link(label="ICAHT consensus (Blood 2023)", url="https://doi.org/10.1182/blood.2023020578", type="absolute"),
+         Link(label="DESCAR-T NRM risk factors (Blood Adv 2023)",
+              url="https://doi.org/10.1182/bloodadvances.2023010624", type="absolute")]
+
 
 def _summary(group: str, items: list[Recommendation]) -> str:
     ids = {r.id for r in items}
@@ -78,14 +85,11 @@ def recommendation_card(a: Assessment, nrm: NrmProfile, patient_id: str, ruleset
         summary=_summary(group, items),
         detail="\n".join(lines),
         indicator="warning" if group != "low" else "info",
-        source=Source(label="EHA/EBMT ICAHT 2023; Rejeski 2023; Lemoine 2023 (DESCAR-T)",
-                      url="https://doi.org/10.1182/blood.2023020578"),
+        source=SOURCE,
         suggestions=suggestions or None,
         selectionBehavior="any" if suggestions else None,
         overrideReasons=OVERRIDE_REASONS,
-        links=[Link(label="ICAHT consensus (Blood 2023)", url="https://doi.org/10.1182/blood.2023020578", type="absolute"),
-               Link(label="DESCAR-T NRM risk factors (Blood Adv 2023)",
-                    url="https://doi.org/10.1182/bloodadvances.2023010624", type="absolute")],
+        links=LINKS,
         extension={"hematotox-cds": {
             "rulesetVersion": ruleset,
             "recommendations": [{"id": r.id, "strength": "X" if extrapolated and r.audience == "high" else r.strength}

@@ -8,6 +8,7 @@ small, closed and must be audited line by line, so it lives here as data.
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import lru_cache
 from typing import Mapping
 
 UCUM = "http://unitsofmeasure.org"
@@ -83,15 +84,23 @@ class UnitRejected(ValueError):
 
 def normalise_unit(text: str | None, analyte: str) -> str:
     """Map a unit string (UCUM code or lab-feed text) to a unit of this analyte's table."""
-    if not text or not text.strip():
+    if not isinstance(text, str) or not text.strip():
         raise UnitRejected("no unit")
+    unit = _lookup(text, analyte)
+    if unit is None:
+        raise UnitRejected("unit not accepted for this analyte")
+    return unit
+
+
+@lru_cache(maxsize=1024)  # a feed repeats a handful of unit strings; the cache is bounded against junk
+def _lookup(text: str, analyte: str) -> str | None:
     key = text.strip().replace("µ", "u").replace("μ", "u").lower()
     if key == "g/l" and _FAMILY_OF[analyte] == "count":
         # "G/L" means 10^9/L on a count; for Hb it really is grams per litre.
         return "10*9/L"
     unit = _ALIASES.get(key) or _CANONICAL_SPELLING.get(key)
     if unit is None or unit not in _FAMILIES[_FAMILY_OF[analyte]]:
-        raise UnitRejected("unit not accepted for this analyte")
+        return None
     return unit
 
 

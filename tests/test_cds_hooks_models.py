@@ -357,6 +357,13 @@ class TestStrictOutput:
         with pytest.raises(ValidationError, match="Decimal"):
             Card(**minimal_card(extension={"a": {"value": Decimal("1.5")}}))
 
+    def test_null_inside_extension_survives_dump(self):
+        # exclude_none drops None model fields only; an extension's own nulls must reach the wire
+        card = Card(**minimal_card(extension={"org.example": {"unknown": None, "list": [None, 1]}}))
+        expected = {"org.example": {"unknown": None, "list": [None, 1]}}
+        assert dump(card)["extension"] == expected
+        assert json.loads(dump_json(card))["extension"] == expected
+
     def test_suggestions_need_selection_behavior(self):
         with pytest.raises(ValidationError, match="selectionBehavior is required"):
             Card(**minimal_card(suggestions=[{"label": "s"}]))

@@ -1,0 +1,399 @@
+#!/usr/bin/env python3
+"""The benchmark suite of issue 6: one run, one machine, one markdown table.
+
+    scripts/bench.sh [--duration 10] [--repeat 3] [--connections 16] [--quick] [--no-fallback]
+
+(scripts/bench.sh sets up .venv and installs wrk from Debian's packages when it is missing, then runs
+this file with .venv/bin/python.)
+
+What runs:
+- the service as its own process, started with its console script exactly as in production
+  (`hematotox-cds serve --workers 1`, uvloop + httptools, JSON log lines to a file), configured by
+  bench/bench-config.toml: development mode without trusted clients, so no JWT is checked (its cost
+  is measured on its own by bench/jwt_verify.py);
+- the bare baseline (bench/bare_app.py): FastAPI on uvicorn with the same server options, parsing
+  the same body with orjson and returning the service's own answer as constant bytes;
+- wrk (1 thread) with bench/post.lua POSTing the order-select request of bench/payloads.py:
+  35 Observations (5 per analyte), Patient, empty Conditions and ECOG, Flu/Cy LD orders.
+
+On 2 or more cores the servers are pinned to CPU 0 and everything else (this script, wrk, the FHIR
+server and the delaying proxy) to CPU 1, so that the load generator never takes the server's core.
+
+Measured, each wrk run `--repeat` times interleaved service/bare, medians reported with the spread:
+1. throughput and p50/p95/p99 at `--connections` connections: service vs bare;
+2. one request in flight (wrk -c1): p50/p99, service vs bare;
+3. the same hook with 35, 200 and 1,000 Observations (one in flight, and throughput);
+4. no prefetch (order-sign): the service fetches all 10 keys from a local sekmet-fhir through a proxy
+   that delays every response by `--delay-ms`, one hook in flight, vs the slowest of the service's
+   single queries timed alone through the same proxy (helpers of bench/fallback_latency.py);
+5. the service worker's peak RSS (VmHWM) after all of the above, and the bare app's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+
+from bench.payloads import body  # noqa: E402
+
+BIN = Path(sys.executable).parent
+CONFIG = REPO / "bench" / "bench-config.toml"
+LUA = REPO / "bench" / "post.lua"
+SELECT = "/cds-services/hematotox-order-select"
+SIGN = "/cds-services/hematotox-order-sign"
+SIZES = (35, 200, 1000)
+SERVER_CPU, CLIENT_CPU = 0, 1
+
+
+# ------------------------------------------------------------------------------------ processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pinned() -> bool:
+    return len(os.sched_getaffinity(0)) >= 2 or (os.cpu_count() or 1) >= 2
+
+
+def _on_server_cpu() -> None:
+    if pinned():
+        os.sched_setaffinity(0, {SERVER_CPU})
+
+
+@contextmanager
+def server(cmd: list[str], port: int, log: Path, env: dict[str, str]):
+    with open(log, "wb") as out:
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env},
+                                   preexec_fn=_on_server_cpu, cwd=REPO)
+    try:
+        until = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise SystemExit(f"{cmd[0]} exited with {process.returncode}; see {log}:\n{log.read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > until:
+                    raise SystemExit(f"{cmd[0]} did not listen on {port} within 30 s") from None
+                time.sleep(0.1)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
+def memory(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM (peak RSS) of a process, in MiB."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) / 1024
+    return out
+
+
+def busy_processes() -> list[str]:
+    """Other processes that would skew the numbers: test runs (pytest) of anyone on this machine."""
+    mine = {os.getpid(), os.getppid()}
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) in mine:
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "pytest" in cmd or "schemathesis" in cmd:
+            found.append(f"{proc.name}: {cmd[:100]}")
+    return found
+
+
+def wait_until_quiet(limit: float) -> str:
+    until = time.monotonic() + limit
+    busy = busy_processes()
+    while busy and time.monotonic() < until:
+        print(f"waiting for {len(busy)} test process(es) to finish (e.g. {busy[0]})", file=sys.stderr)
+        time.sleep(15)
+        busy = busy_processes()
+    load = os.getloadavg()[0]
+    return (f"{len(busy)} other test processes were running" if busy else "no other test processes") + \
+        f"; load average (1 min) at start {load:.2f}"
+
+
+# ------------------------------------------------------------------------------------ wrk
+
+
+def wrk(url: str, body_file: Path, connections: int, seconds: float, path: str = SELECT) -> dict:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(LUA), url]
+    env = {**os.environ, "BENCH_BODY_FILE": str(body_file), "BENCH_PATH": path}
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 60)
+    line = next((x for x in run.stdout.splitlines() if x.startswith("WRK_JSON ")), None)
+    if run.returncode != 0 or line is None:
+        raise SystemExit(f"wrk failed ({run.returncode}): {run.stdout[-1000:]} {run.stderr[-1000:]}")
+    r = json.loads(line[len("WRK_JSON "):])
+    errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
+    if errors:
+        raise SystemExit(f"wrk saw {errors} errors (non-2xx {r['status']}, timeouts {r['timeout']}): {line}")
+    return {"rps": r["requests"] / (r["duration_us"] / 1e6), "requests": r["requests"],
+            **{k: r[k] / 1000 for k in ("p50", "p90", "p95", "p99", "max", "mean")}}
+
+
+def median_of(runs: list[dict]) -> dict:
+    out = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    out["spread"] = {k: (max(r[k] for r in runs) - min(r[k] for r in runs)) / out[k] if out[k] else 0.0
+                     for k in ("rps", "p50", "p99")}
+    out["runs"] = runs
+    return out
+
+
+def check_answer(base: str, path: str, payload: bytes) -> bytes:
+    r = httpx.post(base + path, content=payload, headers={"Content-Type": "application/json"}, timeout=30)
+    cards = r.json().get("cards") if r.status_code == 200 else None
+    if not cards or len(cards) != 2:
+        raise SystemExit(f"{base}{path} did not answer with two cards: HTTP {r.status_code} {r.text[:500]}")
+    return r.content
+
+
+# ------------------------------------------------------------------------------------ fallback
+
+
+def fallback(service: str, n: int, delay_ms: float, tmp: Path, log: Path) -> dict:
+    """Item 4 with the helpers of bench/fallback_latency.py, hooks sent to the service process."""
+    from datetime import timedelta
+
+    import bench.fallback_latency as fb
+
+    t0 = (datetime.now(timezone.utc) + timedelta(days=1)).replace(microsecond=0)
+    results = {}
+    with fb.fhir_server() as (base, token):
+        patient, loaded = fb.load_patient(base, token, t0)
+        try:
+            for mode, delay in (("direct", 0.0), ("delayed", delay_ms)):
+                with (fb.delaying_proxy(base, delay) if delay else _same(base)) as fhir:
+                    hooks = []
+                    with httpx.Client(base_url=service, timeout=30) as client:
+                        for i in range(n + 3):  # 3 warm-up hooks
+                            req = fb.hook_request(patient, fhir, token, t0)
+                            started = time.perf_counter()
+                            r = client.post(SIGN, json=req)
+                            elapsed = time.perf_counter() - started
+                            if r.status_code != 200 or not r.json().get("cards"):
+                                raise SystemExit(f"fallback hook failed: HTTP {r.status_code} {r.text[:500]}")
+                            if i >= 3:
+                                hooks.append(elapsed)
+                    queries = asyncio.run(fb.time_queries(fhir, token, patient, n))
+                    fetch = _fetch_stage_ms(log, n)
+                slowest = max(queries, key=lambda k: fb.pct(queries[k], 50))
+                results[mode] = {
+                    "delay_ms": delay, "hook_p50": fb.pct(hooks, 50) * 1000, "hook_p95": fb.pct(hooks, 95) * 1000,
+                    "fetch_p50": statistics.median(fetch) if fetch else None,
+                    "slowest_key": slowest, "slowest_p50": fb.pct(queries[slowest], 50) * 1000,
+                    "sum_p50": sum(fb.pct(v, 50) for v in queries.values()) * 1000,
+                    "queries_p50": {k: fb.pct(v, 50) * 1000 for k, v in queries.items()},
+                }
+                results[mode]["ratio"] = results[mode]["hook_p50"] / results[mode]["slowest_p50"]
+        finally:
+            if os.environ.get("FHIR_BASE_URL"):
+                fb.delete(base, token, loaded)
+    return results
+
+
+@contextmanager
+def _same(base: str):
+    yield base
+
+
+def _fetch_stage_ms(log: Path, n: int) -> list[float]:
+    """The service's own `fetch` stage times (its JSON hook log lines) of the last n order-sign hooks."""
+    lines = []
+    for raw in log.read_text(errors="replace").splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        if line.get("msg") == "hook" and line.get("hook") == "order-sign" and "fetch" in line.get("ms", {}):
+            lines.append(line["ms"]["fetch"])
+    return lines[-n:]
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+def ms(v: float) -> str:
+    return f"{v:.2f}" if v < 10 else f"{v:.1f}"
+
+
+def spread(s: dict, key: str) -> str:
+    return f"±{s['spread'][key] * 50:.0f}%"  # half the max-min range, relative to the median
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def report(res: dict, args: argparse.Namespace) -> str:
+    svc, bare = res["load"]["service"], res["load"]["bare"]
+    one_s, one_b = res["one"]["service"], res["one"]["bare"]
+    c = args.connections
+    ratio_tp = svc["rps"] / bare["rps"]
+    lines = [
+        f"Run {res['date']} on {res['machine']}; {res['quiet']}.",
+        f"wrk 1 thread, {args.duration:g} s per run, {args.repeat} runs each interleaved (median, ± half the "
+        f"max–min range); servers pinned to CPU {SERVER_CPU}, wrk to CPU {CLIENT_CPU}. "
+        f"Request: order-select, complete prefetch, {res['bytes'][35] / 1024:.1f} KB (35 Observations).",
+        "",
+        "| # | measurement | service | bare FastAPI/uvicorn | service / bare | target | |",
+        "|---|---|---|---|---|---|---|",
+        f"| 1 | throughput, {c} connections (req/s) | {svc['rps']:.0f} {spread(svc, 'rps')} | "
+        f"{bare['rps']:.0f} {spread(bare, 'rps')} | {ratio_tp:.2f} | ≥ 0.50 | {verdict(ratio_tp >= 0.5)} |",
+        f"| 1 | latency p50 / p95 / p99, {c} connections (ms) | {ms(svc['p50'])} / {ms(svc['p95'])} / "
+        f"{ms(svc['p99'])} | {ms(bare['p50'])} / {ms(bare['p95'])} / {ms(bare['p99'])} | "
+        f"{svc['p50'] / bare['p50']:.2f} (p50) | | |",
+        f"| 2 | one request in flight: p50 / p99 (ms) | {ms(one_s['p50'])} / {ms(one_s['p99'])} "
+        f"{spread(one_s, 'p99')} | {ms(one_b['p50'])} / {ms(one_b['p99'])} | {one_s['p50'] / one_b['p50']:.2f} "
+        f"(p50) | p99 ≤ 10 ms | {verdict(one_s['p99'] <= 10)} |",
+    ]
+    sc = res["scale"]
+    for n in SIZES:
+        s, b = sc[n]["service"], sc[n]["bare"]
+        lines.append(
+            f"| 3 | {n} Observations ({res['bytes'][n] / 1024:.0f} KB): one in flight p50 / p99 (ms); req/s at "
+            f"{c} conn. | {ms(s['p50'])} / {ms(s['p99'])}; {sc[n]['service_load']['rps']:.0f} req/s | "
+            f"{ms(b['p50'])} / {ms(b['p99'])} | {s['p50'] / b['p50']:.2f} (p50) | | |")
+    scale_ratio = sc[1000]["service"]["p50"] / sc[35]["service"]["p50"]
+    lines.append(f"| 3 | 1,000 vs 35 Observations (one in flight, p50) | {scale_ratio:.1f}× | "
+                 f"{sc[1000]['bare']['p50'] / sc[35]['bare']['p50']:.1f}× | | ≤ 10× | {verdict(scale_ratio <= 10)} |")
+    fb = res.get("fallback")
+    if fb:
+        for mode in ("direct", "delayed"):
+            f = fb[mode]
+            what = "direct" if mode == "direct" else f"+{f['delay_ms']:g} ms per FHIR response"
+            target = "≤ 1.3×" if mode == "delayed" else ""
+            ok = verdict(f["ratio"] <= 1.3) if mode == "delayed" else ""
+            fetch = f"; fetch stage {ms(f['fetch_p50'])}" if f.get("fetch_p50") is not None else ""
+            lines.append(
+                f"| 4 | no prefetch, 10 keys from sekmet-fhir ({what}): hook p50 / p95 (ms) vs slowest single query "
+                f"p50 ({f['slowest_key']}) | {ms(f['hook_p50'])} / {ms(f['hook_p95'])}{fetch} | "
+                f"{ms(f['slowest_p50'])} (sum of all 10: {ms(f['sum_p50'])}) | {f['ratio']:.2f}× | {target} | {ok} |")
+    m = res["memory"]
+    lines.append(f"| 5 | peak RSS of the worker (MiB; idle after start) | {m['service']['VmHWM']:.0f} "
+                 f"({m['service_idle']['VmRSS']:.0f}) | {m['bare']['VmHWM']:.0f} ({m['bare_idle']['VmRSS']:.0f}) | "
+                 f"{m['service']['VmHWM'] / m['bare']['VmHWM']:.2f} | | |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--repeat", type=int, default=3, help="wrk runs per measurement (median reported)")
+    parser.add_argument("--connections", type=int, default=16, help="connections for the throughput runs")
+    parser.add_argument("--fallback-n", type=int, default=50, help="hooks per fallback mode")
+    parser.add_argument("--delay-ms", type=float, default=50.0, help="delay the proxy adds to every FHIR response")
+    parser.add_argument("--no-fallback", action="store_true", help="skip item 4 (no FHIR server)")
+    parser.add_argument("--quick", action="store_true", help="2 s runs, 1 repeat, 10 fallback hooks (a smoke test)")
+    parser.add_argument("--wait-quiet", type=float, default=600.0,
+                        help="wait up to this many seconds for other test runs (pytest) to end before measuring")
+    parser.add_argument("--json", type=Path, help="also write every number to this file")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.repeat, args.fallback_n = 2.0, 1, 10
+    if subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
+        raise SystemExit("wrk is not installed: run scripts/bench.sh (installs it), or apt-get install wrk")
+    if pinned():
+        os.sched_setaffinity(0, {CLIENT_CPU})  # wrk, the FHIR server and the proxy inherit it
+
+    res: dict = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                 "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+                            f"Python {platform.python_version()}"}
+    with tempfile.TemporaryDirectory(prefix="hematotox-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        files, res["bytes"] = {}, {}
+        for n in SIZES:
+            files[n] = tmp / f"order-select-{n}.json"
+            files[n].write_bytes(body(n))
+            res["bytes"][n] = files[n].stat().st_size
+        sport, bport = free_port(), free_port()
+        service_url, bare_url = f"http://127.0.0.1:{sport}", f"http://127.0.0.1:{bport}"
+        service_env = {"HEMATOTOX_CONFIG": str(CONFIG),
+                       "HEMATOTOX_FEEDBACK__SQLITE_PATH": str(tmp / "feedback.sqlite3")}
+        service_log = tmp / "service.log"
+        with server([str(BIN / "hematotox-cds"), "serve", "--host", "127.0.0.1", "--port", str(sport),
+                     "--workers", "1"], sport, service_log, service_env) as svc:
+            res["memory"] = {"service_idle": memory(svc.pid)}
+            answer = check_answer(service_url, SELECT, files[35].read_bytes())
+            for n in SIZES:
+                check_answer(service_url, SELECT, files[n].read_bytes())
+            (tmp / "answer.json").write_bytes(answer)
+            with server([sys.executable, str(REPO / "bench" / "bare_app.py"), "--port", str(bport)], bport,
+                        tmp / "bare.log", {"BARE_RESPONSE_FILE": str(tmp / "answer.json")}) as bare:
+                res["memory"]["bare_idle"] = memory(bare.pid)
+                check_answer(bare_url, SELECT, files[35].read_bytes())
+                res["quiet"] = wait_until_quiet(args.wait_quiet)
+                print(f"measuring ({res['quiet']})", file=sys.stderr)
+                for url in (service_url, bare_url):  # warm-up
+                    wrk(url, files[35], args.connections, 2)
+
+                def measure(connections: int, n: int) -> dict:
+                    runs: dict[str, list] = {"service": [], "bare": []}
+                    for _ in range(args.repeat):
+                        runs["service"].append(wrk(service_url, files[n], connections, args.duration))
+                        runs["bare"].append(wrk(bare_url, files[n], connections, args.duration))
+                    return {k: median_of(v) for k, v in runs.items()}
+
+                res["load"] = measure(args.connections, 35)
+                print(f"1. throughput: service {res['load']['service']['rps']:.0f} req/s, "
+                      f"bare {res['load']['bare']['rps']:.0f} req/s", file=sys.stderr)
+                res["one"] = measure(1, 35)
+                print(f"2. one in flight: service p50 {res['one']['service']['p50']:.2f} ms "
+                      f"p99 {res['one']['service']['p99']:.2f} ms", file=sys.stderr)
+                res["scale"] = {35: {**res["one"]}}
+                res["scale"][35]["service_load"] = res["load"]["service"]
+                for n in SIZES[1:]:
+                    wrk(service_url, files[n], 1, 1)
+                    res["scale"][n] = measure(1, n)
+                    res["scale"][n]["service_load"] = median_of(
+                        [wrk(service_url, files[n], args.connections, args.duration) for _ in range(args.repeat)])
+                    print(f"3. {n} Observations: p50 {res['scale'][n]['service']['p50']:.2f} ms", file=sys.stderr)
+                res["memory"]["bare"] = memory(bare.pid)
+            if not args.no_fallback:
+                res["fallback"] = fallback(service_url, args.fallback_n, args.delay_ms, tmp, service_log)
+                print(f"4. fallback: ratio {res['fallback']['delayed']['ratio']:.2f}", file=sys.stderr)
+            res["memory"]["service"] = memory(svc.pid)
+    table = report(res, args)
+    print(table)
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Reuse of work between hooks: the data resolved at `order-select` serves the `order-sign` that follows.
+
+What is kept is the *resolved data* (prefetch key -> resources), never cards: card uuids must be
+fresh, and T0 and everything clinical are recomputed from the order-sign request. At order-sign only
+keys the client's prefetch lacks are taken from here; a usable prefetch value always wins.
+
+An entry is found only for the same
+- issuer: the verified JWT `iss` the security layer puts on `request.state.cds_client`, or one
+  constant in development mode (no verified client);
+- `fhirServer` (the data came from there, with that EHR's token);
+- `context.userId` (data fetched under one user's authorization is not shown to another);
+- `context.patientId`;
+- LD orders of the draft: resource type and id, medication (codes and text), planned start.
+So never across patients, issuers, servers or users, and a changed LD order set is a miss.
+
+In memory, per process, bounded by `cache.max_entries` and `cache.ttl_seconds` (cachetools
+TTLCache); an entry larger than MAX_ENTRY_BYTES is not kept. Values are stored serialised, so a
+reader can never alter what the next reader gets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
+
+import orjson
+from cachetools import TTLCache
+
+from cds_hooks.models import OrderContext
+from service.orders import ld_drug
+from service.valuesets import ValueSets
+
+DEV_ISSUER = "(development: no verified client)"
+MAX_ENTRY_BYTES = 4 * 1024 * 1024
+STORE_AT = "order-select"
+READ_AT = "order-sign"
+
+CacheState = Literal["hit", "miss", "skip"]
+ReuseKey = tuple[str, str, str, str, str]
+
+
+def issuer_of(state: object) -> str:
+    """The verified client (JWT `iss`) of a request, from `request.state`; a constant without one."""
+    issuer = getattr(state, "cds_client", None)
+    return issuer if isinstance(issuer, str) and issuer else DEV_ISSUER
+
+
+def ld_orders_fingerprint(ctx: OrderContext, vs: ValueSets) -> str:
+    """A digest of the draft's LD orders: type/id, medication and planned start of each."""
+    items = sorted(
+        _order_item(order) for order in ctx.draft_orders
+        if ld_drug(order, ctx.patient_id, ctx.draft_orders, vs) is not None
+    )
+    return hashlib.sha256(b"\n".join(items)).hexdigest()
+
+
+def _order_item(order: dict) -> bytes:
+    # Plain JSON from the client: anything may be where a list is expected.
+    starts = []
+    for di in _list(order.get("dosageInstruction")):
+        timing = di.get("timing") if isinstance(di, dict) else None
+        if not isinstance(timing, dict):
+            continue
+        repeat = timing.get("repeat") if isinstance(timing.get("repeat"), dict) else {}
+        bounds = repeat.get("boundsPeriod") if isinstance(repeat.get("boundsPeriod"), dict) else {}
+        starts.append([bounds.get("start"), timing.get("event")])
+    contained = [m.get("code") for m in _list(order.get("contained"))
+                 if isinstance(m, dict) and m.get("resourceType") == "Medication"]
+    item = [order.get("resourceType"), order.get("id"), order.get("medicationCodeableConcept"),
+            order.get("medicationReference"), contained, starts]
+    try:
+        return orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        # Nested deeper than orjson writes (a hostile client): a digest that matches nothing, ever.
+        return b"unfingerprintable:" + uuid.uuid4().bytes
+
+
+def _list(value: object) -> list:
+    return value if isinstance(value, list) else []
+
+
+def reuse_key(issuer: str, fhir_server: str | None, ctx: OrderContext, vs: ValueSets) -> ReuseKey:
+    return (issuer, (fhir_server or "").rstrip("/"), ctx.user_id or "", ctx.patient_id,
+            ld_orders_fingerprint(ctx, vs))
+
+
+class ReuseCache:
+    def __init__(self, ttl_seconds: float, max_entries: int, *, timer: Callable[[], float] = time.monotonic) -> None:
+        self.enabled = ttl_seconds > 0 and max_entries > 0
+        self._entries: TTLCache = TTLCache(maxsize=max(max_entries, 1), ttl=max(ttl_seconds, 1e-9), timer=timer)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: ReuseKey) -> dict[str, list[dict]] | None:
+        if not self.enabled:
+            return None
+        entry = self._entries.get(key)
+        return None if entry is None else {k: orjson.loads(v) for k, v in entry.items()}
+
+    def put(self, key: ReuseKey, data: Mapping[str, Sequence[dict]]) -> bool:
+        if not self.enabled:
+            return False
+        try:
+            entry = {k: orjson.dumps(list(v)) for k, v in data.items()}
+        except orjson.JSONEncodeError:  # e.g. nested deeper than orjson writes: not worth keeping
+            self._entries.pop(key, None)
+            return False
+        if sum(map(len, entry.values())) > MAX_ENTRY_BYTES:
+            self._entries.pop(key, None)
+            return False
+        self._entries[key] = entry
+        return True
+
+    def before_resolve(self, hook: str, key: ReuseKey, lacking: set[str]) -> tuple[dict[str, list[dict]] | None,
+                                                                                   CacheState]:
+        """(reusable data, cache state) for a hook: looked up at order-sign when the prefetch lacks keys."""
+        if hook != READ_AT or not lacking or not self.enabled:
+            return None, "skip"
+        data = self.get(key)
+        if not data or not lacking & data.keys():
+            return None, "miss"
+        return {k: v for k, v in data.items() if k in lacking}, "hit"
+
+    def after_resolve(self, hook: str, key: ReuseKey, resolved: Mapping[str, Sequence[dict]]) -> None:
+        """Keep what an order-select resolved (only keys that were obtained; failed ones are absent)."""
+        if hook == STORE_AT:
+            self.put(key, resolved)
