@@ -148,16 +148,16 @@ def _under(candidate: ServerUrl, entry: ServerUrl) -> bool:
     )
 
 
-def needs_fetch(templates: Mapping[str, str], prefetch: Mapping | None) -> bool:
-    """Would prefetch.resolve() contact the FHIR server for this request (some key not usable)?"""
-    sent = prefetch if isinstance(prefetch, Mapping) else {}
-    return any(classify(sent.get(key, ABSENT)) not in (KeyState.PRESENT, KeyState.NULL) for key in templates)
+def fhir_server_refusal(allowlist: FhirServerAllowlist, fhir_server: str | None, lacking: set[str],
+                        required: set[str]) -> tuple[dict | None, str | None]:
+    """Decide whether `fhir_server` may be contacted for the keys the prefetch lacks.
 
-
-def fhir_server_refusal(allowlist: FhirServerAllowlist, templates: Mapping[str, str], prefetch: Mapping | None,
-                        fhir_server: str | None) -> dict | None:
-    """The 412 OperationOutcome when this request would make us fetch from a server that is not
-    allowed; None when it may go on (nothing to fetch, no fhirServer, or an allowed one)."""
-    if not fhir_server or not needs_fetch(templates, prefetch) or allowlist.allows(fhir_server):
-        return None
-    return operation_outcome(NOT_ALLOWED_DIAGNOSTICS, "forbidden", expression=["fhirServer"])
+    Returns (412 OperationOutcome, None) when a *required* key would have to come from a server that
+    is not allowed; otherwise (None, the server to use), where the server is None when it is not
+    allowed: the optional keys then stay unavailable ("cannot tell") and the server is never contacted.
+    """
+    if not fhir_server or not lacking or allowlist.allows(fhir_server):
+        return None, fhir_server
+    if lacking & required:
+        return operation_outcome(NOT_ALLOWED_DIAGNOSTICS, "forbidden", expression=["fhirServer"]), None
+    return None, None

@@ -438,6 +438,21 @@ class Card(_Out):
 class CardsResponse(_Out):
     cards: list[Card]  # the one place an empty array is valid: "no decision support"
 
+    @classmethod
+    def of(cls, cards: list[Card]) -> CardsResponse:
+        """CardsResponse(cards=cards) for Card instances, without checking every card a second time.
+
+        pydantic re-runs a model's "after" validators whenever an instance is passed to a field, so
+        CardsResponse(cards=...) would repeat each card's rules (and its extension check); the cards
+        were checked when they were built, so only the response's own rule is checked here."""
+        if all(type(card) is Card for card in cards):
+            response = cls.model_construct(cards=list(cards))
+            try:
+                return response._unique_uuids()
+            except ValueError:
+                pass
+        return cls(cards=cards)  # raises the ValidationError that names the problem
+
     @model_validator(mode="after")
     def _unique_uuids(self):
         seen: set[str] = set()

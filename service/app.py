@@ -129,17 +129,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if trigger is None:
             _log(req, service_id, 200, 0, timings)
             return json_response(EMPTY)
-        if refusal := fhir_server_refusal(app.state.fhir_allowlist, clinic.templates, req.prefetch, req.fhirServer):
-            _log(req, service_id, 412, 0, timings)  # SSRF guard: a server not allowed is never contacted
+        missing = lacking(clinic.templates, req.prefetch)
+        # SSRF guard: a server that is not allowed is never contacted.
+        refusal, fhir_server = fhir_server_refusal(app.state.fhir_allowlist, req.fhirServer, missing, set(HT_KEYS))
+        if refusal:
+            _log(req, service_id, 412, 0, timings)
             return json_response(refusal, 412)
         t = time.perf_counter()
         deadline = time.monotonic() + settings.fhir.deadline_seconds
         # order-select's data serves order-sign (same issuer, server, user, patient, LD orders).
-        rkey = reuse_key(issuer_of(request.state), req.fhirServer, ctx, clinic.vs)
-        reused, cache = app.state.reuse.before_resolve(req.hook, rkey, lacking(clinic.templates, req.prefetch))
+        rkey = reuse_key(issuer_of(request.state), fhir_server, ctx, clinic.vs)
+        reused, cache = app.state.reuse.before_resolve(req.hook, rkey, missing)
         try:
             resolved = await resolve(
-                clinic.templates, req.context, req.prefetch, app.state.fhir, req.fhirServer,
+                clinic.templates, req.context, req.prefetch, app.state.fhir, fhir_server,
                 req.fhirAuthorization.access_token.get_secret_value() if req.fhirAuthorization else None,
                 deadline, required=set(HT_KEYS), max_pages=settings.fhir.max_pages, reuse=reused,
                 stop_paging=lookback_stop(trigger.t0, clinic.rules, ctx.patient_id, LAB_KEYS))
@@ -155,7 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cards = cards_for(trigger, ctx, resolved, clinic)
         timings["score"] = time.perf_counter() - t
         t = time.perf_counter()
-        body = dump_json(CardsResponse(cards=cards))
+        body = dump_json(CardsResponse.of(cards))  # cards are validated when built
         timings["cards"] = time.perf_counter() - t
         metrics.count_cards(cards)
         _log(req, service_id, 200, len(cards), timings, _fetch_summary(cache, resolved.meta))

@@ -43,7 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from cds_hooks.models import FeedbackItem
@@ -205,4 +205,4 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-__all__ = ["FeedbackStore", "StoreResult", "SQLAlchemyError", "database_url", "feedback_table", "natural_key"]
+__all__ = ["FeedbackStore", "StoreResult", "database_url", "feedback_table", "natural_key"]

@@ -143,6 +143,6 @@ def cards_for(trigger: Trigger, ctx: OrderContext, data: Mapping[str, list[dict]
     return [
         risk_card(a, nrm, ctx, clinic),
         recommendation_card(a, nrm, ctx.patient_id, clinic.ruleset, disabled=clinic.disabled,
-                            indeterminate_as_high=clinic.indeterminate_as_high, drugs=dict(clinic.drugs),
+                            indeterminate_as_high=clinic.indeterminate_as_high, drugs=clinic.drugs,
                             monitoring=clinic.monitoring),
     ]

@@ -14,7 +14,7 @@ from typing import Iterable, Literal, Mapping
 
 from service.hematotox import MAX_POINTS, Points, Span, points
 from service.units import CANONICAL, PLAUSIBLE, UnitRejected, is_plausible, to_canonical
-from service.valuesets import LOINC, ValueSets
+from service.valuesets import LOINC, LabCode, ValueSets
 
 USABLE_STATUS = frozenset({"final", "amended", "corrected"})
 COMPARATORS = frozenset({"<", "<=", ">", ">="})
@@ -147,18 +147,16 @@ def _effective(obs: dict, tz: tzinfo) -> tuple[datetime, bool, bool] | None:
 
 def parse_observation(obs: dict, patient_id: str, vs: ValueSets, rules: LabRules) -> LabResult | None:
     """One Observation → a LabResult, or None when it is not one of our lab codes / patients."""
-    return _parse(obs, patient_id, vs, rules, None)
+    head = _head(obs, patient_id, vs, rules)
+    return None if head is None else _body(obs, *head, rules)
 
 
-# Analytes that only serve to derive an ANC (derive_anc): their results are always parsed in full,
-# whatever their date, because a derived value takes the earliest time of its parts.
-_ANC_PARTS = frozenset({"seg_abs", "band_abs", "wbc", "neut_pct", "seg_pct", "band_pct"})
+Effective = tuple[datetime, bool, bool]  # (when, date_only, imprecise), see _effective
 
 
-def _parse(obs: object, patient_id: str, vs: ValueSets, rules: LabRules, clock: _Clock | None) -> LabResult | None:
-    """parse_observation. With a `clock`, a result of an analyte that is assessed directly and that is
-    older than the lookback ("old") is dropped before its value is read: assess() ignores old results
-    whatever they hold, so the outcome is the same and a long lab history costs little."""
+def _head(obs: object, patient_id: str, vs: ValueSets, rules: LabRules) -> tuple[LabCode, Effective | None] | None:
+    """What an Observation is and when it was collected, or None when it is not one of our lab codes /
+    patients: enough to place it in time before its value is read."""
     if not isinstance(obs, dict) or obs.get("resourceType") != "Observation":
         return None
     code = obs.get("code")
@@ -174,14 +172,13 @@ def _parse(obs: object, patient_id: str, vs: ValueSets, rules: LabRules, clock: 
                 break
     if lab is None or not _subject_ok(obs, patient_id):
         return None
+    return lab, _effective(obs, rules.tz)
+
+
+def _body(obs: dict, lab: LabCode, eff: Effective | None, rules: LabRules) -> LabResult:
+    """The rest of parse_observation: status, value, unit, plausibility."""
     analyte = lab.analyte
-    eff = _effective(obs, rules.tz)
-    if eff is not None:
-        when, date_only, imprecise = eff
-        if clock is not None and analyte not in _ANC_PARTS and clock.classify(when, date_only) == "old":
-            return None
-    else:
-        when, date_only, imprecise = None, False, False
+    when, date_only, imprecise = eff if eff is not None else (None, False, False)
     oid = obs.get("id")
     ref = f"Observation/{oid}" if isinstance(oid, str) and oid else None
     spec = obs.get("specimen")
@@ -402,12 +399,75 @@ def _assess(analyte: str, results: Iterable[LabResult], clock: _Clock, rules: La
     return Component(analyte, "implausible" if implausible else "missing", None, missing, missing, rejected)
 
 
+# Analytes that only serve to derive an ANC (derive_anc): their results are always read in full,
+# whatever their date, because a derived value takes the earliest time of its parts.
+_ANC_PARTS = frozenset({"seg_abs", "band_abs", "wbc", "neut_pct", "seg_pct", "band_pct"})
+
+
 def assess_all(observations: Iterable[dict], patient_id: str, t0: datetime, vs: ValueSets,
                rules: LabRules, analytes: Iterable[str]) -> dict[str, Component]:
+    """assess() of each analyte over all parseable observations (and the derived ANCs).
+
+    The same result as parsing every Observation and assessing the lists, with less work: an
+    Observation's value is read only when it can matter. Results without a collection time, after T0
+    or older than the lookback are never looked at by assess(); a stale result is read only when the
+    analyte has no usable current one, and then in the order assess() prefers them (best tier, most
+    recent), until the first usable one. ANC parts are always read (derive_anc needs all of them).
+    """
     clock = _Clock(t0, rules)
-    parsed = [r for o in observations if (r := _parse(o, patient_id, vs, rules, clock)) is not None]
-    parsed.extend(derive_anc(parsed))
-    by_analyte: dict[str, list[LabResult]] = {}
-    for r in parsed:
-        by_analyte.setdefault(r.analyte, []).append(r)
-    return {a: _assess(a, by_analyte.get(a, ()), clock, rules) for a in analytes}
+    parts: list[LabResult] = []
+    current: dict[str, list[LabResult]] = {}
+    stale: dict[str, list[tuple[tuple[int, float], dict | None, LabCode | None, Effective | LabResult]]] = {}
+    for obs in observations:
+        head = _head(obs, patient_id, vs, rules)
+        if head is None:
+            continue
+        lab, eff = head
+        if lab.analyte in _ANC_PARTS:
+            parts.append(_body(obs, lab, eff, rules))
+            continue
+        if eff is None:
+            continue
+        tc = clock.classify(eff[0], eff[1])
+        if tc == "current":
+            current.setdefault(lab.analyte, []).append(_body(obs, lab, eff, rules))
+        elif tc == "stale":
+            stale.setdefault(lab.analyte, []).append(((lab.tier, -eff[0].timestamp()), obs, lab, eff))
+    for r in derive_anc(parts):  # after the direct results, as assess() would see them
+        if r.effective is None:
+            continue
+        tc = clock.classify(r.effective, r.date_only)
+        if tc == "current":
+            current.setdefault(r.analyte, []).append(r)
+        elif tc == "stale":
+            stale.setdefault(r.analyte, []).append(((r.tier, -r.effective.timestamp()), None, None, r))
+    return {a: _assess_read(a, current.get(a, ()), stale.get(a, ()), rules) for a in analytes}
+
+
+def _assess_read(analyte: str, current: Iterable[LabResult], stale: Iterable[tuple], rules: LabRules) -> Component:
+    """assess() for one analyte from its current results and its stale ones, not yet read."""
+    usable: list[LabResult] = []
+    rejected = 0
+    implausible = False
+    for r in current:
+        if r.problem is not None:
+            rejected += 1
+            implausible |= r.problem in ("implausible", "unit")
+        else:
+            usable.append(r)
+
+    def pts(r: LabResult | None) -> Points | None:
+        if analyte not in MAX_POINTS:
+            return None
+        return points(analyte, r.span() if r else None, rules.inclusive_boundaries)
+
+    missing = pts(None)
+    if (cur := _pick(usable)) is not None:
+        p = pts(cur)
+        return Component(analyte, "censored" if cur.comparator else "current", cur, p, p, rejected)
+    # _pick(stale) = the first usable one in (tier, -timestamp) order; sorted() keeps ties in input order.
+    for _, obs, lab, item in sorted(stale, key=lambda entry: entry[0]):
+        r = item if obs is None else _body(obs, lab, item, rules)
+        if r.problem is None:
+            return Component(analyte, "stale", r, missing, pts(r), rejected)
+    return Component(analyte, "implausible" if implausible else "missing", None, missing, missing, rejected)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 from cds_hooks.models import Action, Card, Link, OverrideReason, Source, Suggestion
 from service.assessment import Assessment
@@ -55,9 +57,38 @@ def _line(r: Recommendation, extrapolated: bool) -> str:
 
 def recommendation_card(a: Assessment, nrm: NrmProfile, patient_id: str, ruleset: str, *,
                         disabled: frozenset[str], indeterminate_as_high: bool,
-                        drugs: dict[str, Drug], monitoring: str | None) -> Card:
+                        drugs: Mapping[str, Drug], monitoring: str | None) -> Card:
     group = a.confirmed.group
-    items, pending = applicable(group, nrm.diabetes, nrm.ferritin.elevated, disabled, indeterminate_as_high)
+    items, pending, summary, detail = _card_text(group, nrm.diabetes, nrm.ferritin.elevated, frozenset(disabled),
+                                                 indeterminate_as_high, ruleset)
+    extrapolated = group == "indeterminate" and indeterminate_as_high
+    suggestions = _suggestions(items, patient_id, drugs, monitoring, extrapolated)
+    return Card(
+        uuid=str(uuid.uuid4()),
+        summary=summary,
+        detail=detail,
+        indicator="warning" if group != "low" else "info",
+        source=SOURCE,
+        suggestions=suggestions or None,
+        selectionBehavior="any" if suggestions else None,
+        overrideReasons=OVERRIDE_REASONS,
+        links=LINKS,
+        extension={"hematotox-cds": {
+            "rulesetVersion": ruleset,
+            "recommendations": [{"id": r.id, "strength": "X" if extrapolated and r.audience == "high" else r.strength}
+                                for r in items],
+            **({"pendingLabs": [r.id for r in pending]} if pending else {}),
+        }},
+    )
+
+
+@lru_cache(maxsize=256)
+def _card_text(group: str, diabetes: bool | None, ferritin_elevated: bool | None, disabled: frozenset[str],
+               indeterminate_as_high: bool, ruleset: str
+               ) -> tuple[tuple[Recommendation, ...], tuple[Recommendation, ...], str, str]:
+    """(items, pending items, summary, detail): they depend on the group, the two NRM flags and the
+    site's settings only (no patient data), so each combination is written once per process."""
+    items, pending = applicable(group, diabetes, ferritin_elevated, disabled, indeterminate_as_high)
     extrapolated = group == "indeterminate" and indeterminate_as_high
     lines = [f"**Infection prophylaxis and monitoring for CAR-T lymphodepletion** (CAR-HEMATOTOX "
              f"{group.upper()}{', treated as possible HT-high by local protocol' if extrapolated else ''})", ""]
@@ -75,31 +106,13 @@ def recommendation_card(a: Assessment, nrm: NrmProfile, patient_id: str, ruleset
         lines.append("Pending the missing labs — apply if they confirm HT-high (not yet recommended):")
         lines += [f"- {r.title} ({r.id})" for r in pending]
         lines.append("")
-    if nrm.diabetes and (group == "high" or nrm.ferritin.elevated):
+    if diabetes and (group == "high" or ferritin_elevated):
         lines.append("Flags are shown side by side; no combined score exists for them (R15).")
     lines.append(f"Rule set {ruleset}: each item names its source and strength; drafts are for review.")
-
-    suggestions = _suggestions(items, patient_id, drugs, monitoring, extrapolated)
-    return Card(
-        uuid=str(uuid.uuid4()),
-        summary=_summary(group, items),
-        detail="\n".join(lines),
-        indicator="warning" if group != "low" else "info",
-        source=SOURCE,
-        suggestions=suggestions or None,
-        selectionBehavior="any" if suggestions else None,
-        overrideReasons=OVERRIDE_REASONS,
-        links=LINKS,
-        extension={"hematotox-cds": {
-            "rulesetVersion": ruleset,
-            "recommendations": [{"id": r.id, "strength": "X" if extrapolated and r.audience == "high" else r.strength}
-                                for r in items],
-            **({"pendingLabs": [r.id for r in pending]} if pending else {}),
-        }},
-    )
+    return tuple(items), tuple(pending), _summary(group, items), "\n".join(lines)
 
 
-def _suggestions(items: list[Recommendation], patient_id: str, drugs: dict[str, Drug], monitoring: str | None,
+def _suggestions(items: Sequence[Recommendation], patient_id: str, drugs: Mapping[str, Drug], monitoring: str | None,
                  extrapolated: bool) -> list[Suggestion]:
     out = []
     for r in items:

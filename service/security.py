@@ -156,6 +156,10 @@ class ClientAuthMiddleware:
         except AuthError as exc:
             await self._refuse(send, path, exc.reason)
             return
+        except Exception as exc:  # noqa: BLE001 - a bug or a library surprise is still a refusal, never a 500
+            log.warning("token verification failed unexpectedly", extra={"event": {"error": type(exc).__name__}})
+            await self._refuse(send, path, "error")
+            return
         # For the handlers (the feedback store records which EHR sent it). Never the token itself.
         scope.setdefault("state", {})["cds_client"] = verified.issuer
         await self.app(scope, receive, send)

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_hooks.fhir_allowlist import FhirServerAllowlist, needs_fetch, parse_server_url
+from cds_hooks.fhir_allowlist import FhirServerAllowlist, fhir_server_refusal, parse_server_url
 from service.app import create_app
 from tests.cases import BY_NAME, hook_request, ld_orders, prefetch_for
 from tests.conftest import dev_settings
@@ -78,14 +78,18 @@ def test_bad_allowlist_entries_fail_at_start(entry):
         FhirServerAllowlist([entry])
 
 
-def test_needs_fetch():
-    templates = {"a": "Observation?x", "b": "Patient/1"}
-    assert not needs_fetch(templates, {"a": None, "b": {"resourceType": "Patient"}})
-    assert needs_fetch(templates, {"a": None})
-    assert needs_fetch(templates, None)
-    assert needs_fetch(templates, {"a": None, "b": {"resourceType": "OperationOutcome"}})
-    assert needs_fetch(templates, {"a": {"resourceType": "Bundle", "link": [{"relation": "next", "url": "x"}]},
-                                   "b": None})
+def test_refusal_only_when_a_required_key_would_be_fetched():
+    allow = FhirServerAllowlist(["https://ehr.example.org/fhir"])
+    evil = "https://evil.example.org/fhir"
+    # a required key missing: 412, and no server to use
+    refusal, server = fhir_server_refusal(allow, evil, {"anc", "ecog"}, {"anc"})
+    assert refusal["resourceType"] == "OperationOutcome" and server is None
+    # only optional keys missing: no 412, but the server is dropped (never contacted)
+    assert fhir_server_refusal(allow, evil, {"ecog"}, {"anc"}) == (None, None)
+    # nothing missing, or an allowed server: go on with the server as sent
+    assert fhir_server_refusal(allow, evil, set(), {"anc"}) == (None, evil)
+    ok = "https://ehr.example.org/fhir"
+    assert fhir_server_refusal(allow, ok, {"anc"}, {"anc"}) == (None, ok)
 
 
 # --------------------------------------------------------------------------- a real listener
@@ -125,7 +129,7 @@ class Listener:
         self.connections = 0
         self.server = Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def __enter__(self) -> Listener:
         self.thread.start()
@@ -188,6 +192,22 @@ def test_disallowed_fhir_server_receives_zero_requests(tmp_path, listener, trick
     with app_client(tmp_path, [allowed]) as c:
         assert_not_allowed_412(c.post(SIGN, json=no_prefetch_hook(sent)))
     assert listener.connections == 0 and listener.requests == []
+
+
+def test_only_optional_keys_missing_answers_without_contacting_a_disallowed_server(tmp_path, listener):
+    # Full lab prefetch, the optional ECOG key absent: the risk card is still given, ECOG is
+    # "cannot tell", and the disallowed server hears nothing.
+    from tests.cases import BY_NAME, prefetch_for
+
+    pre = prefetch_for(BY_NAME["T9"].observations("p"), "p")
+    req = hook_request("order-sign", "p", None, prefetch=pre,
+                       fhir_server=f"http://127.0.0.1:{listener.port}/fhir", token="token-for-the-ehr-only")
+    with app_client(tmp_path, ["https://ehr.example.org/fhir"]) as c:
+        r = c.post(SIGN, json=req)
+    assert r.status_code == 200, r.text
+    risk = r.json()["cards"][0]["extension"]["hematotox-cds"]
+    assert risk["hematotox"]["confirmed"]["group"] == "high" and risk["nrm"]["ecog"] is None
+    assert listener.connections == 0
 
 
 def test_http_fhir_server_is_never_contacted_outside_development_mode(tmp_path, listener):

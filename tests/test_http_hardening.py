@@ -130,3 +130,40 @@ def test_hsts_when_the_public_url_is_https(tmp_path):
                             feedback={"sqlite_path": str(tmp_path / "f.sqlite3")})
     with TestClient(create_app(settings)) as c:
         assert c.get("/cds-services").headers["strict-transport-security"].startswith("max-age=")
+
+
+def test_streaming_cap_outside_a_handler_answers_413():
+    # The cap also holds when the body is read before any FastAPI handler (another middleware).
+    from starlette.testclient import TestClient as RawClient
+
+    from service.security import BodyLimitMiddleware
+
+    async def reads_everything(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"read"})
+
+    def chunks():
+        for _ in range(10):
+            yield b"x" * 50
+
+    r = RawClient(BodyLimitMiddleware(reads_everything, max_bytes=100)).post("/", content=chunks())
+    assert r.status_code == 413 and r.json()["issue"][0]["code"] == "too-costly"
+
+
+# --------------------------------------------------------------------------- found by schemathesis
+def test_non_string_resource_type_or_status_in_draft_orders_is_not_a_500(client):
+    req = hook_request("order-sign", "p", BY_NAME["T1"].observations("p"))
+    entry = req["context"]["draftOrders"]["entry"]
+    entry[0]["resource"]["resourceType"] = {"not": "a string"}
+    entry[1]["resource"]["status"] = ["draft"]
+    r = client.post(SIGN, json=req)
+    assert r.status_code == 200, r.text
+
+
+def test_feedback_timestamp_without_a_utc_equivalent_is_400(client):
+    item = {"card": "c", "outcome": "overridden", "overrideReason": {"userComment": "x"},
+            "outcomeTimestamp": "0001-01-01T00:00:00+01:00"}
+    r = client.post(SIGN + "/feedback", json={"feedback": [item]})
+    assert r.status_code == 400 and r.json()["resourceType"] == "OperationOutcome"

@@ -349,3 +349,11 @@ def test_odd_jwks_entries_are_skipped_not_fatal(tmp_path):
     path.write_text(json.dumps({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}))
     with pytest.raises(ValueError):
         JwtVerifier([TrustedIssuer(ISSUER, jwks_file=str(path))])  # nothing usable: fail at start
+
+
+def test_an_unexpected_error_in_verification_is_still_a_bare_401(secure, monkeypatch):
+    async def broken(*_args, **_kwargs):
+        raise RuntimeError("library surprise")
+
+    monkeypatch.setattr(secure.app.state.jwt_verifier, "verify", broken)
+    assert_bare_401(call(secure, "discovery", bearer(ES.token(url("discovery")))))
