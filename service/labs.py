@@ -12,6 +12,7 @@ from datetime import date, datetime, time, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Iterable, Literal, Mapping
 
+from service.fhirjson import as_list, dicts
 from service.hematotox import MAX_POINTS, Points, Span, points
 from service.units import CANONICAL, PLAUSIBLE, UnitRejected, is_plausible, to_canonical
 from service.valuesets import LOINC, LabCode, ValueSets
@@ -164,7 +165,7 @@ def _head(obs: object, patient_id: str, vs: ValueSets, rules: LabRules) -> tuple
         return None
     lab_codes = vs.lab_codes
     lab = None
-    for c in code.get("coding") or []:  # the first LOINC coding that is one of our codes
+    for c in as_list(code.get("coding")):  # the first LOINC coding that is one of our codes
         if isinstance(c, dict) and c.get("system") == LOINC:
             k = c.get("code")
             if isinstance(k, str) and k in lab_codes:
@@ -224,8 +225,8 @@ def _body(obs: dict, lab: LabCode, eff: Effective | None, rules: LabRules) -> La
 
 
 def _reference_high(obs: dict, analyte: str, rules: LabRules) -> Decimal | None:
-    for rr in obs.get("referenceRange") or []:
-        high = rr.get("high") if isinstance(rr, dict) else None
+    for rr in dicts(obs.get("referenceRange")):
+        high = rr.get("high")
         if isinstance(high, dict) and (v := _decimal(high.get("value"))) is not None:
             unit = high.get("code") or high.get("unit")
             try:
@@ -239,12 +240,8 @@ def _interpretation(obs: dict) -> frozenset[str]:
     raw = obs.get("interpretation")
     if not raw:
         return _NOTHING
-    out = set()
-    for cc in raw:
-        for c in (cc.get("coding") or []) if isinstance(cc, dict) else []:
-            if isinstance(c, dict) and isinstance(c.get("code"), str):
-                out.add(c["code"])
-    return frozenset(out)
+    return frozenset(c["code"] for cc in dicts(raw) for c in dicts(cc.get("coding"))
+                     if isinstance(c.get("code"), str))
 
 
 # ---------------------------------------------------------------- time

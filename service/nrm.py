@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, tzinfo
+from datetime import date, datetime, timezone, tzinfo
 from decimal import Decimal
 from typing import Iterable
 
+from service.fhirjson import as_dict, dicts
 from service.labs import Component, LabResult, parse_fhir_datetime
 
 SNOMED = "http://snomed.info/sct"
@@ -40,12 +41,12 @@ EASIX_KORELL_CUTOFF = Decimal("4.67")  # strict ">" (Korell 2022)
 def _code_of(cc: object, system: str) -> list[str]:
     if not isinstance(cc, dict):
         return []
-    return [c["code"] for c in cc.get("coding") or []
-            if isinstance(c, dict) and c.get("system") == system and isinstance(c.get("code"), str)]
+    return [c["code"] for c in dicts(cc.get("coding"))
+            if c.get("system") == system and isinstance(c.get("code"), str)]
 
 
 def _status(cc: object) -> str | None:
-    codes = [c.get("code") for c in (cc.get("coding") or [])] if isinstance(cc, dict) else []
+    codes = [c.get("code") for c in dicts(as_dict(cc).get("coding"))]
     return next((c for c in codes if isinstance(c, str)), None)
 
 
@@ -171,7 +172,7 @@ _ECOG_ANSWERS = {"LA9622-7": 0, "LA9623-5": 1, "LA9624-3": 2, "LA9625-0": 3, "LA
 
 def ecog(observations: Iterable[dict], patient_id: str) -> int | None:
     """The most recent recorded ECOG performance status, or None when none is recorded."""
-    best: tuple[str, int] | None = None
+    best: tuple[datetime, int] | None = None
     for o in observations:
         if not isinstance(o, dict) or o.get("resourceType") != "Observation":
             continue
@@ -189,7 +190,10 @@ def ecog(observations: Iterable[dict], patient_id: str) -> int | None:
             value = next((_ECOG_ANSWERS[c] for c in codes if c in _ECOG_ANSWERS), None)
         if value is None or not 0 <= value <= 5:
             continue
-        when = o.get("effectiveDateTime") or o.get("issued") or ""
+        raw = o.get("effectiveDateTime") or o.get("issued")
+        # Any JSON may stand there; an undated ECOG still counts, but after every dated one.
+        parsed = parse_fhir_datetime(raw, timezone.utc) if isinstance(raw, str) else None
+        when = parsed[0] if parsed else datetime.min.replace(tzinfo=timezone.utc)
         if best is None or when > best[0]:
             best = (when, value)
     return best[1] if best else None

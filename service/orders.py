@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, tzinfo
 from typing import Iterable, Literal, Mapping
 
+from service.fhirjson import as_dict, as_list, dicts
 from service.labs import parse_fhir_datetime
 from service.valuesets import RXNORM, ValueSets
 
@@ -63,7 +64,7 @@ def _concepts(order: dict, resources: Iterable[dict]) -> list[dict]:
     mref = order.get("medicationReference")
     if isinstance(mref, dict):
         ref = mref.get("reference")
-        pool = list(order.get("contained") or []) if isinstance(ref, str) and ref.startswith("#") else list(resources)
+        pool = as_list(order.get("contained")) if isinstance(ref, str) and ref.startswith("#") else list(resources)
         target = ref[1:] if isinstance(ref, str) and ref.startswith("#") else ref
         for med in pool:
             if isinstance(med, dict) and med.get("resourceType") == "Medication" and (
@@ -84,12 +85,12 @@ def _words(text: str) -> set[str]:
 
 def _match(concepts: list[dict], codes: Mapping[str, str], names: Mapping[str, str]) -> str | None:
     for cc in concepts:
-        for c in cc.get("coding") or []:
+        for c in as_list(cc.get("coding")):
             if isinstance(c, dict) and c.get("system") == RXNORM and isinstance(code := c.get("code"), str) \
                     and code in codes:
                 return codes[code]
     for cc in concepts:
-        texts = [cc.get("text")] + [c.get("display") for c in cc.get("coding") or [] if isinstance(c, dict)]
+        texts = [cc.get("text")] + [c.get("display") for c in dicts(cc.get("coding"))]
         for t in texts:
             if isinstance(t, str):
                 hit = next((names[w] for w in _words(t) if w in names), None)
@@ -100,13 +101,10 @@ def _match(concepts: list[dict], codes: Mapping[str, str], names: Mapping[str, s
 
 def _planned_start(order: dict, tz: tzinfo) -> tuple[datetime, bool] | None:
     starts: list[tuple[datetime, bool]] = []
-    for di in order.get("dosageInstruction") or []:
-        timing = di.get("timing") if isinstance(di, dict) else None
-        if not isinstance(timing, dict):
-            continue
-        repeat = timing.get("repeat") if isinstance(timing.get("repeat"), dict) else {}
-        bounds = repeat.get("boundsPeriod") if isinstance(repeat.get("boundsPeriod"), dict) else {}
-        for raw in [bounds.get("start"), *(timing.get("event") or [])[:1]]:
+    for di in dicts(order.get("dosageInstruction")):
+        timing = as_dict(di.get("timing"))
+        bounds = as_dict(as_dict(timing.get("repeat")).get("boundsPeriod"))
+        for raw in [bounds.get("start"), *as_list(timing.get("event"))[:1]]:
             if isinstance(raw, str) and (p := parse_fhir_datetime(raw, tz)):
                 starts.append(p)
     return min(starts, key=lambda p: p[0]) if starts else None

@@ -290,3 +290,19 @@ def test_indeterminate_as_possible_high_is_labelled_extrapolation():
 def test_ht_low_never_suppresses_the_all_patient_items(client):
     ids = {r["id"] for r in recs(call(client, GROUP_LABS["low"]))["extension"]["hematotox-cds"]["recommendations"]}
     assert {"R6", "R7", "R8", "R11"} <= ids
+
+
+def test_ecog_takes_the_most_recent_and_survives_odd_dates():
+    from service.nrm import ecog
+
+    def e(value, when):
+        o = {"resourceType": "Observation", "status": "final", "subject": {"reference": "Patient/p"},
+             "code": {"coding": [{"system": "http://loinc.org", "code": "89247-1"}]}, "valueInteger": value}
+        if when is not None:
+            o["effectiveDateTime"] = when
+        return o
+
+    assert ecog([e(1, "2024-03-01T10:00:00+00:00"), e(3, "2024-03-05T10:00:00+01:00")], "p") == 3
+    assert ecog([e(2, {"not": "a date"}), e(0, "2024-03-01")], "p") == 0
+    assert ecog([e(4, None)], "p") == 4
+    assert ecog([e(7, "2024-03-01")], "p") is None
