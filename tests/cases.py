@@ -187,6 +187,7 @@ def prefetch_for(observations: list[dict], patient: str) -> dict:
     pre = {k: searchset(v) for k, v in groups.items()}
     pre["patient"] = {"resourceType": "Patient", "id": patient, "birthDate": "1960-01-01", "gender": "female"}
     pre["conditions"] = searchset([])
+    pre["ecog"] = searchset([])
     return pre
 
 

@@ -200,6 +200,7 @@ def test_only_optional_keys_missing_answers_without_contacting_a_disallowed_serv
     from tests.cases import BY_NAME, prefetch_for
 
     pre = prefetch_for(BY_NAME["T9"].observations("p"), "p")
+    del pre["ecog"]  # the optional key the hook lacks
     req = hook_request("order-sign", "p", None, prefetch=pre,
                        fhir_server=f"http://127.0.0.1:{listener.port}/fhir", token="token-for-the-ehr-only")
     with app_client(tmp_path, ["https://ehr.example.org/fhir"]) as c:

@@ -85,7 +85,7 @@ def app_client(fhir_server: FhirTestServer) -> TestClient:
 
 def full_prefetch(observations: list[dict], patient: str) -> dict:
     prefetch = prefetch_for(observations, patient)
-    prefetch["ecog"] = searchset([])  # prefetch_for leaves ECOG out: send it empty, so nothing is fetched
+    prefetch["ecog"] = searchset([])  # every key answered, so nothing is fetched
     return prefetch
 
 
