@@ -59,6 +59,7 @@ class Clinic:
     drugs: Mapping[str, Drug]
     monitoring: str | None
     m_easix_crp_mg_per_l: bool
+    extra_diabetes_snomed: frozenset[str]
 
     @property
     def ruleset(self) -> str:
@@ -80,7 +81,8 @@ class Clinic:
         return cls(vs, rules, prefetch_templates(vs),
                    ferritin_uln=None if c.ferritin_uln_ng_ml is None else Decimal(str(c.ferritin_uln_ng_ml)),
                    disabled=frozenset(r.disabled), indeterminate_as_high=r.treat_indeterminate_as_high,
-                   drugs=drugs, monitoring=r.monitoring_schedule, m_easix_crp_mg_per_l=r.m_easix_crp_mg_per_l)
+                   drugs=drugs, monitoring=r.monitoring_schedule, m_easix_crp_mg_per_l=r.m_easix_crp_mg_per_l,
+                   extra_diabetes_snomed=frozenset(c.extra_diabetes_snomed))
 
 
 def trigger_for(ctx: OrderContext, clinic: Clinic, now: datetime) -> Trigger | None:
@@ -103,7 +105,7 @@ def nrm_for(a: Assessment, ctx: OrderContext, data: Mapping[str, list[dict]], cl
     patient = next(iter(data.get("patient") or []), None)
     return nrm_profile(a.components, _optional(data, "conditions"), patient, list(data.get("ecog", ())),
                        ctx.patient_id, a.trigger.t0, clinic.rules.tz, clinic.ferritin_uln,
-                       clinic.m_easix_crp_mg_per_l)
+                       clinic.m_easix_crp_mg_per_l, clinic.extra_diabetes_snomed)
 
 
 # The constant parts of the risk card, validated once (strict models are immutable, so they can be shared).

@@ -211,8 +211,9 @@ class NrmProfile:
 
 def nrm_profile(comps: dict[str, Component], conditions: list[dict] | None, patient: dict | None,
                 ecog_observations: list[dict], patient_id: str, t0: datetime, tz: tzinfo,
-                ferritin_uln: Decimal | None, m_easix_crp_mg_per_l: bool = False) -> NrmProfile:
-    dm, evidence = diabetes(conditions, patient_id)
+                ferritin_uln: Decimal | None, m_easix_crp_mg_per_l: bool = False,
+                extra_diabetes_snomed: frozenset[str] = frozenset()) -> NrmProfile:
+    dm, evidence = diabetes(conditions, patient_id, extra_diabetes_snomed)
     return NrmProfile(
         diabetes=dm,
         diabetes_evidence=evidence,

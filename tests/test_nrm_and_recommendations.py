@@ -306,3 +306,11 @@ def test_ecog_takes_the_most_recent_and_survives_odd_dates():
     assert ecog([e(2, {"not": "a date"}), e(0, "2024-03-01")], "p") == 0
     assert ecog([e(4, None)], "p") == 4
     assert ecog([e(7, "2024-03-01")], "p") is None
+
+
+def test_site_snomed_diabetes_descendants():
+    code = "190372001"  # a site's own descendant code, not in the shipped list
+    with TestClient(create_app(dev_settings())) as c:
+        assert risk(call(c, base_obs(), [condition("c1", SNOMED, code)]))["extension"]["hematotox-cds"]["nrm"]["diabetes"] is False
+    with TestClient(create_app(dev_settings(clinical={"extra_diabetes_snomed": [code]}))) as c:
+        assert risk(call(c, base_obs(), [condition("c1", SNOMED, code)]))["extension"]["hematotox-cds"]["nrm"]["diabetes"] is True
