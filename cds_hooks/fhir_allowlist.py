@@ -17,12 +17,11 @@ Nothing in this module knows anything clinical.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .outcome import operation_outcome
-from .prefetch import ABSENT, KeyState, classify
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HOST = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")

@@ -14,8 +14,10 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
+
+import orjson
 
 from pydantic import (
     AfterValidator,
@@ -24,11 +26,14 @@ from pydantic import (
     Field,
     SecretStr,
     StringConstraints,
+    ValidationError,
     field_validator,
     model_validator,
 )
 
 from .outcome import CDSHookError, Issue
+
+_M = TypeVar("_M", bound=BaseModel)
 
 SUMMARY_MAX = 139  # spec: "<140-character summary"
 
@@ -557,3 +562,22 @@ def dump(model: BaseModel) -> dict:
 def dump_json(model: BaseModel) -> bytes:
     """Same content as dump(), as JSON bytes straight from pydantic-core (no str round trip)."""
     return model.__pydantic_serializer__.to_json(model, exclude_none=True)
+
+
+# ============================================================================ reading a body
+def parse_body(raw: bytes, model: type[_M], what: str) -> _M:
+    """A JSON request body as `model`, or CDSHookError(400) naming only the fields at fault.
+
+    Field paths only: pydantic's messages quote the input, which may hold patient data.
+    """
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise CDSHookError(400, "structure", "request body is not JSON") from None
+    if not isinstance(data, dict):
+        raise CDSHookError(400, "structure", "request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) or what for e in exc.errors()})[:20]
+        raise CDSHookError(400, "invalid", f"invalid {what}: " + ", ".join(fields), expression=fields) from None

@@ -12,12 +12,11 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cds_hooks.fhir_allowlist import fhir_server_refusal
 from cds_hooks.fhir_client import FhirClient
-from cds_hooks.models import ORDER_HOOKS, CardsResponse, HookRequest, dump_json, order_context
+from cds_hooks.models import ORDER_HOOKS, CardsResponse, HookRequest, dump_json, order_context, parse_body
 from cds_hooks.openapi import hook_request_schema, install_openapi, json_request_body
 from cds_hooks.outcome import CDSHookError, operation_outcome
 from cds_hooks.prefetch import KeyMeta, PrefetchUnavailable, lacking, resolve
@@ -118,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if service is None:
             raise CDSHookError(404, "not-found", f"no CDS service with id '{service_id}'")
         t_start = time.perf_counter()
-        req = _parse_request(await request.body())
+        req = parse_body(await request.body(), HookRequest, "hook request")
         if req.hook != service.hook:
             raise CDSHookError(400, "invalid", f"service '{service_id}' answers hook '{service.hook}', "
                                               f"not '{req.hook}'", expression=["hook"])
@@ -165,21 +164,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return json_response(body)
 
     return app
-
-
-def _parse_request(body: bytes) -> HookRequest:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise CDSHookError(400, "structure", "request body is not JSON") from None
-    if not isinstance(data, dict):
-        raise CDSHookError(400, "structure", "request body must be a JSON object")
-    try:
-        return HookRequest.model_validate(data)
-    except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
-        raise CDSHookError(400, "invalid", "invalid hook request: " + ", ".join(fields),
-                           expression=fields) from None
 
 
 def _fetch_summary(cache: str, meta: dict[str, KeyMeta]) -> dict:

@@ -11,13 +11,11 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
-import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
-from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from cds_hooks.models import FeedbackRequest
+from cds_hooks.models import FeedbackRequest, parse_body
 from cds_hooks.openapi import FEEDBACK_REQUEST_SCHEMA, json_request_body
 from cds_hooks.outcome import CDSHookError
 from service.feedback_store import FeedbackStore
@@ -58,7 +56,7 @@ def feedback_router(settings: Settings) -> APIRouter:
         registry = request.app.state.registry
         if registry.get(service_id) is None:
             raise CDSHookError(404, "not-found", f"no CDS service with id '{service_id}'")
-        body = _parse(await request.body())
+        body = parse_body(await request.body(), FeedbackRequest, "feedback")
         store: FeedbackStore = request.app.state.feedback_store
         client = getattr(request.state, "cds_client", None)
         try:
@@ -72,18 +70,3 @@ def feedback_router(settings: Settings) -> APIRouter:
         return Response(status_code=200, headers={"Cache-Control": "no-store"})
 
     return router
-
-
-def _parse(raw: bytes) -> FeedbackRequest:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise CDSHookError(400, "structure", "request body is not JSON") from None
-    if not isinstance(data, dict):
-        raise CDSHookError(400, "structure", "request body must be a JSON object")
-    try:
-        return FeedbackRequest.model_validate(data)
-    except ValidationError as exc:
-        # Field paths only: pydantic's messages may quote the input (a comment may hold PHI).
-        fields = sorted({".".join(str(p) for p in e["loc"]) or "feedback" for e in exc.errors()})[:20]
-        raise CDSHookError(400, "invalid", "invalid feedback: " + ", ".join(fields), expression=fields) from None

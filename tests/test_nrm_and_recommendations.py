@@ -12,7 +12,7 @@ from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from cds_hooks.validate import card_violations
 from service.app import create_app
-from tests.cases import BY_NAME, DEFAULTS, hook_request, obs, prefetch_for
+from tests.cases import DEFAULTS, hook_request, obs, prefetch_for
 from tests.conftest import dev_settings
 
 SIGN = "/cds-services/hematotox-order-sign"
