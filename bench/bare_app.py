@@ -3,7 +3,8 @@
 It answers POST /cds-services/{service_id} by reading the body, parsing it as JSON (orjson, as the
 service does) and returning a constant cards response (the bytes in $BARE_RESPONSE_FILE: the
 service's own answer to the benchmark request, so that both send the same number of bytes). No
-middleware, no validation, no logging, no metrics.
+middleware, no validation, no logging, no metrics. Like the service's worker, it freezes its start-up
+heap out of the cyclic GC (gc.freeze).
 
     .venv/bin/python bench/bare_app.py --port 8181
 """
@@ -36,6 +37,9 @@ def create_app() -> FastAPI:
             return Response(b'{"resourceType":"OperationOutcome"}', status_code=400, media_type="application/json")
         return Response(constant, media_type="application/json", headers={"Cache-Control": "no-store"})
 
+    import gc
+
+    gc.freeze()  # as service.cli.create_served_app does
     return app
 
 
