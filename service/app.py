@@ -151,7 +151,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             _log(req, service_id, 412, 0, timings, _fetch_summary(cache, exc.meta))
             return json_response({"resourceType": "OperationOutcome", "issue": exc.issues()}, 412)
         timings["fetch"] = time.perf_counter() - t
-        app.state.reuse.after_resolve(req.hook, rkey, resolved)
+        app.state.reuse.after_resolve(req.hook, rkey, resolved,
+                                      {k for k, m in resolved.meta.items() if m.source == "fhir"})
         metrics.count_fhir_fetches(resolved.meta)
         t = time.perf_counter()
         cards = cards_for(trigger, ctx, resolved, clinic)

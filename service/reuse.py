@@ -1,6 +1,6 @@
 """Reuse of work between hooks: the data resolved at `order-select` serves the `order-sign` that follows.
 
-What is kept is the *resolved data* (prefetch key -> resources), never cards: card uuids must be
+What is kept is the data *fetched from the FHIR server* (prefetch key -> resources), never cards: card uuids must be
 fresh, and T0 and everything clinical are recomputed from the order-sign request. At order-sign only
 keys the client's prefetch lacks are taken from here; a usable prefetch value always wins.
 
@@ -125,7 +125,12 @@ class ReuseCache:
             return None, "miss"
         return {k: v for k, v in data.items() if k in lacking}, "hit"
 
-    def after_resolve(self, hook: str, key: ReuseKey, resolved: Mapping[str, Sequence[dict]]) -> None:
-        """Keep what an order-select resolved (only keys that were obtained; failed ones are absent)."""
-        if hook == STORE_AT:
-            self.put(key, resolved)
+    def after_resolve(self, hook: str, key: ReuseKey, resolved: Mapping[str, Sequence[dict]],
+                      fetched: set[str]) -> None:
+        """Keep what an order-select had to fetch from the FHIR server (failed keys are absent).
+
+        Keys the client prefetched are not kept: the client sends them again at order-sign, and
+        holding fewer patient data in memory is also the cheaper path on every hook.
+        """
+        if hook == STORE_AT and fetched:
+            self.put(key, {k: v for k, v in resolved.items() if k in fetched})

@@ -361,3 +361,16 @@ def test_deeply_nested_order_through_http_is_answered(client, fhir):
     orders[0]["medicationCodeableConcept"]["extension"] = [deep]
     body = hook(client, "order-select", orders=orders)
     assert risk(body)
+
+
+def test_only_what_was_fetched_is_kept(service, client, fhir):
+    from tests.cases import prefetch_for
+
+    app = service[0]
+    full = prefetch_for(BY_NAME["T1"].observations("pat-A"), "pat-A")
+    hook(client, "order-select", prefetch=full)
+    assert len(app.state.reuse) == 0 and fhir.requests == []  # all prefetched: nothing held in memory
+    partial = {k: v for k, v in full.items() if k not in ("ferritin", "conditions")}
+    hook(client, "order-select", prefetch=partial)
+    (entry,) = app.state.reuse._entries.values()
+    assert set(entry) == {"ferritin", "conditions"}
