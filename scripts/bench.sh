@@ -7,9 +7,8 @@
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
-PY="${PYTHON:-python3}"
-[[ -x .venv/bin/python ]] || "$PY" -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+source scripts/setup-venv.sh
+setup_venv
 if ! command -v wrk >/dev/null; then
     SUDO=""; [[ "$(id -u)" == 0 ]] || SUDO="sudo"
     $SUDO apt-get update -qq

@@ -5,8 +5,7 @@
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
-PY="${PYTHON:-python3}"
-[[ -x .venv/bin/python ]] || "$PY" -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+source scripts/setup-venv.sh
+setup_venv
 export HEMATOTOX_CONFIG="${HEMATOTOX_CONFIG:-$REPO/examples/demo-config.toml}"
 exec .venv/bin/hematotox-cds serve --host 127.0.0.1 --port "${PORT:-8080}"

@@ -6,9 +6,8 @@
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
-PY="${PYTHON:-python3}"
-[[ -x .venv/bin/python ]] || "$PY" -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+source scripts/setup-venv.sh
+setup_venv test
 scripts/fhir-server.sh install >/dev/null
 # PostgreSQL for the feedback-store tests (Debian's packages; skipped with a reason when it cannot be
 # installed, except under CI). The tests start their own cluster unless TEST_DATABASE_URL is set.
