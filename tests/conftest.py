@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -16,6 +18,7 @@ from tests.postgres import postgres_url  # noqa: F401
 
 # One SQLite feedback file per test process, outside the work tree.
 _FEEDBACK_DIR = tempfile.mkdtemp(prefix="hematotox-test-feedback-")
+atexit.register(shutil.rmtree, _FEEDBACK_DIR, ignore_errors=True)
 
 
 def dev_settings(**overrides) -> Settings:
