@@ -219,10 +219,12 @@ StopPaging = Callable[[str, Sequence[dict]], bool]
 """stop_paging(key, resources_so_far) -> True when the key's remaining pages are not needed."""
 
 
-def lacking(templates: Mapping[str, str], prefetch: object) -> set[str]:
-    """The template keys for which the client's prefetch holds no usable value (missing, failed, paginated)."""
+def lacking(templates: Mapping[str, str], prefetch: object, *, paginated: bool = True) -> set[str]:
+    """The template keys for which the client's prefetch holds no usable value (missing, failed and,
+    unless `paginated=False`, a first page with a `next` link)."""
     sent = prefetch if isinstance(prefetch, Mapping) else {}
-    return {key for key in templates if classify(sent.get(key, ABSENT)) not in (KeyState.PRESENT, KeyState.NULL)}
+    usable = {KeyState.PRESENT, KeyState.NULL} | (set() if paginated else {KeyState.PAGINATED})
+    return {key for key in templates if classify(sent.get(key, ABSENT)) not in usable}
 
 
 async def resolve(

@@ -26,11 +26,15 @@ from service.feedback import feedback_router
 from service.hooks import HT_KEYS, LAB_KEYS, Clinic, cards_for, trigger_for
 from service.ops import router as ops_router
 from service.paging import lookback_stop
-from service.reuse import ReuseCache, issuer_of, reuse_key
+from service.reuse import ReuseCache, issuer_of, reusable_keys, reuse_key
 from service.security import install_security
 from service.settings import Settings, load_settings
 
 log = logging.getLogger("hematotox.hook")
+# The HT keys are always read to the end (within the page cap and deadline): servers sort results
+# that have only `issued` (no effective[x]) last, and those still count (spec §1.5), so stopping at
+# the lookback could drop the newest platelet count and give a wrong LOW.
+EARLY_STOP_KEYS = tuple(k for k in LAB_KEYS if k not in HT_KEYS)
 
 SERVICE_DESCRIPTION = (
     "CAR-HEMATOTOX score and non-relapse-mortality risk factors at lymphodepleting chemotherapy "
@@ -138,25 +142,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         deadline = time.monotonic() + settings.fhir.deadline_seconds
         # order-select's data serves order-sign (same issuer, server, user, patient, LD orders).
         rkey = reuse_key(issuer_of(request.state), fhir_server, ctx, clinic.vs)
-        reused, cache = app.state.reuse.before_resolve(req.hook, rkey, missing)
+        # Never in place of a client's own first page: it may hold results newer than the cache.
+        reused, cache = app.state.reuse.before_resolve(
+            req.hook, rkey, lacking(clinic.templates, req.prefetch, paginated=False))
         try:
             resolved = await resolve(
                 clinic.templates, req.context, req.prefetch, app.state.fhir, fhir_server,
                 req.fhirAuthorization.access_token.get_secret_value() if req.fhirAuthorization else None,
                 deadline, required=set(HT_KEYS), max_pages=settings.fhir.max_pages, reuse=reused,
-                stop_paging=lookback_stop(trigger.t0, clinic.rules, ctx.patient_id, LAB_KEYS))
+                stop_paging=lookback_stop(trigger.t0, clinic.rules, ctx.patient_id, EARLY_STOP_KEYS))
         except PrefetchUnavailable as exc:
             timings["fetch"] = time.perf_counter() - t
             metrics.count_fhir_fetches(exc.meta)
             _log(req, service_id, 412, 0, timings, _fetch_summary(cache, exc.meta))
             return json_response({"resourceType": "OperationOutcome", "issue": exc.issues()}, 412)
         timings["fetch"] = time.perf_counter() - t
-        app.state.reuse.after_resolve(req.hook, rkey, resolved,
-                                      {k for k, m in resolved.meta.items() if m.source == "fhir"})
         metrics.count_fhir_fetches(resolved.meta)
         t = time.perf_counter()
         cards = cards_for(trigger, ctx, resolved, clinic)
         timings["score"] = time.perf_counter() - t
+        app.state.reuse.after_resolve(req.hook, rkey, resolved, reusable_keys(resolved.meta, cards[0]))
         t = time.perf_counter()
         body = dump_json(CardsResponse.of(cards))  # cards are validated when built
         timings["cards"] = time.perf_counter() - t

@@ -88,6 +88,11 @@ class Component:
 # ---------------------------------------------------------------- parsing
 
 
+# Clinical dates outside these years are data errors; rejecting them keeps every timezone
+# conversion and "T0 − n days" inside what datetime can represent.
+_SANE_YEARS = (1900, 2200)
+
+
 def parse_fhir_datetime(text: str, tz: tzinfo) -> tuple[datetime, bool] | None:
     """FHIR dateTime → (aware datetime, date_only). Year or year-month only → None (too vague).
 
@@ -100,6 +105,8 @@ def parse_fhir_datetime(text: str, tz: tzinfo) -> tuple[datetime, bool] | None:
             d = date.fromisoformat(text)
         except ValueError:
             return None
+        if not _SANE_YEARS[0] <= d.year <= _SANE_YEARS[1]:
+            return None
         return datetime.combine(d, time(0), tz), True
     if len(text) < 10:
         return None
@@ -109,6 +116,8 @@ def parse_fhir_datetime(text: str, tz: tzinfo) -> tuple[datetime, bool] | None:
         return None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=tz)
+    if not _SANE_YEARS[0] <= dt.year <= _SANE_YEARS[1]:
+        return None  # year 1 or 9999 with an offset overflows on any conversion
     return dt, False
 
 
@@ -119,7 +128,9 @@ def _decimal(x: object) -> Decimal | None:
         d = Decimal(str(x))
     except InvalidOperation:
         return None
-    return d if d.is_finite() else None
+    # "1e999999999" is a valid JSON number string but no lab value: beyond any unit factor it
+    # would overflow the decimal context.
+    return d if d.is_finite() and -30 <= d.adjusted() <= 30 else None
 
 
 def _subject_ok(obs: dict, patient_id: str) -> bool:
@@ -306,10 +317,17 @@ def _sum(parts: list[LabResult], analyte: str, tier: int) -> LabResult | None:
     if any(p.comparator for p in parts):
         return None
     earliest = min(parts, key=lambda p: p.effective)
-    return LabResult(analyte, tier, sum((p.value for p in parts), Decimal(0)), None, earliest.effective,
+    total = sum((p.value for p in parts), Decimal(0))
+    return LabResult(analyte, tier, total, None, earliest.effective,
                      any(p.date_only for p in parts), any(p.timing_imprecise for p in parts),
-                     parts[0].observation, None, parts[0].specimen,
+                     parts[0].observation, _guard(analyte, total), parts[0].specimen,
                      derived_from=tuple(p.observation for p in parts if p.observation))
+
+
+def _guard(analyte: str, value: Decimal) -> Problem | None:
+    # A derived value passes the same plausibility guard as a reported one (spec §6.2): a WBC
+    # mislabelled 10*3/uL for /uL must not become an ANC of 250 that scores 0 points.
+    return None if is_plausible(analyte, value) else "implausible"
 
 
 def derive_anc(results: list[LabResult]) -> list[LabResult]:
@@ -334,7 +352,7 @@ def derive_anc(results: list[LabResult]) -> list[LabResult]:
         if (s := _sum([seg, *bands], "neut_pct", 0)) is not None:
             pcts.append(s)
     for pct in pcts:
-        if pct.comparator:
+        if pct.comparator or pct.problem:
             continue
         for wbc in by["wbc"]:
             if not _same_specimen(wbc, pct):
@@ -344,7 +362,7 @@ def derive_anc(results: list[LabResult]) -> list[LabResult]:
             refs = tuple(dict.fromkeys(x for x in (wbc.observation, *pct.derived_from, pct.observation) if x))
             out.append(LabResult(
                 "anc", 2, anc, wbc.comparator, earliest.effective, wbc.date_only or pct.date_only,
-                wbc.timing_imprecise or pct.timing_imprecise, wbc.observation, None, wbc.specimen,
+                wbc.timing_imprecise or pct.timing_imprecise, wbc.observation, _guard("anc", anc), wbc.specimen,
                 derived_from=refs))
             break
     return out

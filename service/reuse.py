@@ -30,6 +30,7 @@ import orjson
 from cachetools import TTLCache
 
 from cds_hooks.models import OrderContext
+from service.hooks import HT_KEYS
 from service.orders import ld_drug
 from service.valuesets import ValueSets
 
@@ -85,6 +86,20 @@ def _list(value: object) -> list:
 def reuse_key(issuer: str, fhir_server: str | None, ctx: OrderContext, vs: ValueSets) -> ReuseKey:
     return (issuer, (fhir_server or "").rstrip("/"), ctx.user_id or "", ctx.patient_id,
             ld_orders_fingerprint(ctx, vs))
+
+
+def reusable_keys(meta: Mapping[str, object], risk_card: object) -> set[str]:
+    """The keys of an order-select worth keeping: those fetched from the FHIR server, and the HT lab
+    keys only when the score was HIGH.
+
+    A lab that results between order-select and order-sign can only add points to a HIGH, so serving
+    HIGH from cached labs is safe; a LOW or indeterminate score is always recomputed from fresh labs
+    (a new low platelet count must be able to turn it into HIGH).
+    """
+    fetched = {k for k, m in meta.items() if getattr(m, "source", None) == "fhir"}
+    ext = getattr(risk_card, "extension", None) or {}
+    group = ext.get("hematotox-cds", {}).get("hematotox", {}).get("confirmed", {}).get("group")
+    return fetched if group == "high" else fetched - set(HT_KEYS)
 
 
 class ReuseCache:

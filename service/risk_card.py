@@ -7,7 +7,7 @@ only ever added, never renamed.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, tzinfo
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from service.assessment import Assessment
 from service.hematotox import HT_ANALYTES, Score
@@ -31,7 +31,10 @@ def number(v: Decimal) -> int | float:
     """Canonical value for JSON: exact integers stay integers, others to 4 decimals."""
     if v == v.to_integral_value():
         return int(v)
-    return float(v.quantize(Decimal("0.0001")).normalize())
+    try:
+        return float(v.quantize(Decimal("0.0001")).normalize())
+    except InvalidOperation:  # beyond the decimal context (a reference limit of 1e25): no rounding needed
+        return float(v)
 
 
 def fhir_datetime(dt: datetime) -> str:
@@ -205,8 +208,10 @@ def indicator(a: Assessment) -> str:
 # ---------------------------------------------------------------- NRM (DESCAR-T) on the risk card
 
 
-def _round(v: Decimal | None, places: str = "0.01") -> float | None:
-    return None if v is None else float(v.quantize(Decimal(places)))
+def _round(v: Decimal | None) -> float | None:
+    # float, not Decimal.quantize: an index from a tiny platelet count can exceed the decimal
+    # context's precision, and the extension carries a JSON number anyway.
+    return None if v is None else round(float(v), 2)
 
 
 def nrm_extension(p: NrmProfile) -> dict:
@@ -254,7 +259,7 @@ def nrm_detail(p: NrmProfile, a: Assessment) -> str:
     e = p.easix
     if e.easix is not None:
         above = "above" if e.above_korell else "not above"
-        lines.append(f"- EASIX {number(e.easix.quantize(Decimal('0.01')))} (log2 {e.log2:.2f}), {above} 4.67: "
+        lines.append(f"- EASIX {_round(e.easix)} (log2 {e.log2:.2f}), {above} 4.67: "
                      "a CRS/ICANS predictor (Korell 2022), not an infection score; informational")
     else:
         lines.append("- EASIX not computed: needs LDH, creatinine and platelets within 3 days before LD")

@@ -90,8 +90,10 @@ class FhirSection(BaseModel):
     # One overall budget for all fallback queries of one hook.
     deadline_seconds: float = 3.0
     connect_timeout_seconds: float = 1.0
-    # A server that keeps returning `next` links is cut off after this many pages per query.
-    max_pages: int = 10
+    # A server that keeps returning `next` links is cut off after this many pages per query (the key
+    # then fails: never partial labs). The HT lab searches are read to the end, so this is sized for
+    # a long history: 30 pages of 50-100 results.
+    max_pages: int = 30
     max_connections: int = 50
 
 

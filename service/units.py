@@ -133,8 +133,10 @@ PLAUSIBLE: dict[str, tuple[Decimal, Decimal]] = {
     "anc": (Decimal(0), Decimal(100)),
     "seg_abs": (Decimal(0), Decimal(100)),
     "band_abs": (Decimal(0), Decimal(100)),
-    # WBC is not in the spec's table; 1000 x10^9/L is above any recorded leukaemic count [DESIGN].
-    "wbc": (Decimal(0), Decimal(1000)),
+    # WBC is not in the spec's table [DESIGN]: 200 x10^9/L is far above any count seen before
+    # lymphodepletion, and a tighter guard catches /uL values mislabelled 10*3/uL before they are
+    # multiplied into an ANC.
+    "wbc": (Decimal(0), Decimal(200)),
     "neut_pct": (Decimal(0), Decimal(100)),
     "seg_pct": (Decimal(0), Decimal(100)),
     "band_pct": (Decimal(0), Decimal(100)),

@@ -8,6 +8,7 @@ removes them with None) and states the expected result.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,7 +70,8 @@ class Case:
         out = []
         for group_obs in merged.values():
             for o in group_obs or []:
-                o = {**o, "id": f"{patient}-{o['id']}", "subject": {"reference": f"Patient/{patient}"}}
+                # A deep copy: tests edit what they get, and the defaults are shared by every case.
+                o = {**copy.deepcopy(o), "id": f"{patient}-{o['id']}", "subject": {"reference": f"Patient/{patient}"}}
                 out.append(o)
         return out
 

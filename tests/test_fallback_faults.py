@@ -225,28 +225,45 @@ def test_server_that_caps_its_page_size_gives_412_not_a_low_from_the_first_pages
     assert "more than 10 pages" in body["issue"][0]["diagnostics"]
 
 
-def test_lookback_stop_ends_paging_once_results_are_older_than_the_lookback(app_client, fhir, caplog):
-    """One hemoglobin every 3 days for 120 days, two per page: paging stops past T0 − 30 days."""
-    resources = [r for r in patient_resources() if r["id"] != f"{PATIENT}-hb"]
+def test_lookback_stop_ends_paging_of_a_non_ht_key(app_client, fhir, caplog):
+    """One LDH every 3 days for 120 days, two per page: paging stops past T0 − 30 days."""
+    resources = patient_resources()
     days = range(1, 121, 3)
-    resources += [obs(f"hb-{d}", "718-7", 8.0 if d == 1 else 12.0, "g/dL",
+    resources += [obs(f"ldh-{d}", "2532-0", 400 if d == 1 else 250, "U/L",
                       (_t0() - _days(d)).isoformat(), patient=PATIENT) for d in days]
     server = FakeFhir(BASE, resources, token=TOKEN, max_page_size=2)
     fhir.route().mock(side_effect=server)
     with caplog.at_level("INFO", logger="hematotox.hook"):
         response, elapsed = call(app_client)
     ext = risk_ext(response)
-    hb = next(c for c in ext["hematotox"]["components"] if c["analyte"] == "hemoglobin")
-    assert hb["status"] == "current" and hb["points"] == {"min": 1, "max": 1}  # the newest one (8.0 g/dL)
-    hb_pages = [r for r in server.searches("Observation") if "718-7" in r.url.params["code"]]
+    ldh_pages = [r for r in server.searches("Observation") if "2532-0" in r.url.params["code"]]
     # Results at T0-1, -4, ..., the first older than T0-32 days is T0-34 (the 12th): page 6. Not all 20 pages.
-    assert len(hb_pages) == 6
+    assert len(ldh_pages) == 6
     line = next(r.event for r in caplog.records if r.name == "hematotox.hook" and r.msg == "hook")
     assert line["fhir"]["stoppedEarly"] >= 1
     # The same answer as with every result in the prefetch.
     full = hook_request("order-sign", PATIENT, None,
                         prefetch=prefetch_for([r for r in resources if r["resourceType"] == "Observation"], PATIENT))
     assert _strip(risk_ext(app_client.post(SIGN, json=full))) == _strip(ext)
+
+
+def test_ht_keys_are_read_to_the_end_for_results_with_only_issued(app_client, fhir):
+    """Servers sort results without effective[x] last; the newest platelet count may be one of them
+    (spec §1.5: use `issued`). Stopping at the lookback would have given a wrong LOW."""
+    resources = [r for r in patient_resources() if r["id"] != f"{PATIENT}-plt"]
+    resources += [obs(f"plt-{d}", "777-3", 250, "10*9/L", (_t0() - _days(d)).isoformat(), patient=PATIENT)
+                  for d in range(1, 61)]
+    late = obs("plt-issued", "777-3", 50, "10*9/L", patient=PATIENT)
+    del late["effectiveDateTime"]
+    late["issued"] = (_t0() - _days(0.25)).isoformat()
+    resources.append(late)
+    server = FakeFhir(BASE, resources, token=TOKEN, max_page_size=10)
+    fhir.route().mock(side_effect=server)
+    response, _ = call(app_client)
+    ext = risk_ext(response)
+    assert ext["hematotox"]["confirmed"]["group"] == "high"
+    plt = next(c for c in ext["hematotox"]["components"] if c["analyte"] == "platelets")
+    assert plt["observation"] == "Observation/plt-issued" and "timing-imprecise:platelets" in ext["hematotox"]["flags"]
 
 
 def test_patient_read_404_means_absent_not_an_error(app_client, fhir):

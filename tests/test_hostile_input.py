@@ -61,3 +61,61 @@ def test_domain_never_raises_on_hostile_json(obs_field, obs_value, order_field, 
     risk = cards[0].extension["hematotox-cds"]["hematotox"]
     # Garbage in one place may remove data, never invent a LOW: T19 is HIGH on every analyte.
     assert risk["confirmed"]["group"] != "low"
+
+
+# ---------------------------------------------------------------- found in review, through HTTP
+
+SIGN = "/cds-services/hematotox-order-sign"
+
+
+def _sign(client, observations, orders=None):
+    r = client.post(SIGN, json=hook_request("order-sign", "p", observations, orders=orders))
+    assert r.status_code == 200, r.text
+    return r.json()["cards"][0]["extension"]["hematotox-cds"]
+
+
+def _with(case: str, analyte_id: str, **changes):
+    observations = BY_NAME[case].observations("p")
+    for o in observations:
+        if o["id"] == f"p-{analyte_id}":
+            for k, v in changes.items():
+                o["valueQuantity"][k] = v
+    return observations
+
+
+def test_derived_anc_passes_the_plausibility_guard(client):
+    """WBC 500/uL mislabelled 10*3/uL × 50 % = ANC 250 x10^9/L: implausible, not 0 points."""
+    from tests.cases import obs
+
+    observations = [o for o in BY_NAME["T4"].observations("p") if o["id"] != "p-anc"]  # Hb 9.0: 1 point
+    observations += [obs("wbc", "6690-2", 500, "10*3/uL", patient="p"), obs("neut", "770-8", 50, "%", patient="p")]
+    ht = _sign(client, observations)["hematotox"]
+    anc = next(c for c in ht["components"] if c["analyte"] == "anc")
+    assert anc["status"] in ("implausible", "missing") and ht["confirmed"]["group"] != "low"
+
+
+def test_huge_number_strings_are_no_value(client):
+    ext = _sign(client, _with("T1", "fer", value="1e999999999"))
+    fer = next(c for c in ext["hematotox"]["components"] if c["analyte"] == "ferritin")
+    assert fer["status"] == "missing" and ext["hematotox"]["confirmed"]["group"] == "indeterminate"
+
+
+def test_dates_at_the_ends_of_the_calendar_are_no_date(client):
+    observations = BY_NAME["T1"].observations("p")
+    plt = next(o for o in observations if o["id"] == "p-plt")
+    plt["effectiveDateTime"] = "0001-01-01T00:00:00+14:00"
+    ht = _sign(client, observations)["hematotox"]
+    assert next(c for c in ht["components"] if c["analyte"] == "platelets")["status"] == "missing"
+    assert ht["confirmed"]["group"] == "indeterminate"
+    for start in ("0001-01-02", "9999-12-31T23:59:59-14:00"):
+        ext = _sign(client, BY_NAME["T1"].observations("p"), orders=ld_orders("p", start=start))
+        assert "t0-assumed" in ext["hematotox"]["flags"]
+
+
+def test_easix_with_a_tiny_platelet_count_does_not_crash(client):
+    from tests.cases import obs
+
+    observations = _with("T1", "plt", value=1e-24) + [obs("ldh", "2532-0", 500, "U/L", patient="p"),
+                                                      obs("crea", "2160-0", 1.0, "mg/dL", patient="p")]
+    nrm = _sign(client, observations)["nrm"]
+    assert nrm["easix"] > 1e20

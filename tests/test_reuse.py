@@ -68,9 +68,9 @@ def client(service, clock) -> TestClient:
 
 @pytest.fixture
 def fhir():
-    """Two patients on the fake EHR: A (T1, low) and B (T9, high)."""
+    """Two patients on the fake EHR: A (T9, high: its labs may be reused) and B (T1, low)."""
     resources = []
-    for patient, case in (("pat-A", "T1"), ("pat-B", "T9")):
+    for patient, case in (("pat-A", "T9"), ("pat-B", "T1")):
         resources += BY_NAME[case].observations(patient)
         resources.append({"resourceType": "Patient", "id": patient, "birthDate": "1960-01-01"})
     server = FakeFhir(BASE, resources, token=TOKEN)
@@ -115,7 +115,7 @@ def test_another_patient_is_a_miss(client, fhir):
     fhir.requests.clear()
     signed = hook(client, "order-sign", "pat-B")
     assert len(fhir.requests) == 10
-    assert risk(signed)["extension"]["hematotox-cds"]["hematotox"]["confirmed"]["group"] == "high"  # B's own data
+    assert risk(signed)["extension"]["hematotox-cds"]["hematotox"]["confirmed"]["group"] == "low"  # B's own data
 
 
 def test_another_issuer_is_a_miss(client, fhir):
@@ -367,10 +367,35 @@ def test_only_what_was_fetched_is_kept(service, client, fhir):
     from tests.cases import prefetch_for
 
     app = service[0]
-    full = prefetch_for(BY_NAME["T1"].observations("pat-A"), "pat-A")
+    full = prefetch_for(BY_NAME["T9"].observations("pat-A"), "pat-A")
     hook(client, "order-select", prefetch=full)
     assert len(app.state.reuse) == 0 and fhir.requests == []  # all prefetched: nothing held in memory
     partial = {k: v for k, v in full.items() if k not in ("ferritin", "conditions")}
     hook(client, "order-select", prefetch=partial)
     (entry,) = app.state.reuse._entries.values()
     assert set(entry) == {"ferritin", "conditions"}
+
+
+def test_a_low_or_indeterminate_score_always_refetches_the_ht_labs(client, fhir):
+    """A lab resulting between order-select and order-sign can turn LOW into HIGH: only a HIGH
+    (which new labs can only confirm) is served from cached labs."""
+    hook(client, "order-select", "pat-B")  # T1: LOW
+    fhir.requests.clear()
+    hook(client, "order-sign", "pat-B")
+    keys = sorted(r.url.params.get("code", "patient").split("|")[1].split(",")[0] if "code" in r.url.params else "patient"
+                  for r in fhir.requests)
+    assert len(fhir.requests) == 5 and "patient" not in keys  # the five HT keys, nothing else
+
+
+def test_a_paginated_prefetch_page_is_continued_not_replaced_by_the_cache(client, fhir):
+    """The client's own first page may hold results newer than the cache: its `next` is followed."""
+    from tests.cases import prefetch_for
+
+    hook(client, "order-select")  # pat-A, HIGH: every key cached
+    fhir.requests.clear()
+    pre = prefetch_for(BY_NAME["T9"].observations("pat-A"), "pat-A")
+    plt = pre["platelets"]
+    plt["link"] = [{"relation": "next", "url": f"{BASE}/Observation?patient=pat-A&code=http://loinc.org|777-3"
+                                               f"&_sort=-date&_count=1&_offset=1"}]
+    hook(client, "order-sign", prefetch=pre)
+    assert [r.url.params["_offset"] for r in fhir.requests] == ["1"]  # the continuation, nothing from the cache
