@@ -78,9 +78,13 @@ def _build(extra_loinc: tuple[tuple[str, tuple[str, ...]], ...],
            extra_rx: tuple[tuple[str, tuple[str, ...]], ...]) -> ValueSets:
     raw = _raw()
     groups = {name: list(g["codes"]) for name, g in raw["loinc"].items()}
+    excluded = {c for codes in raw["loinc_excluded"].values() for c in codes}
     for name, codes in extra_loinc:
         if name not in groups:
             raise ValueError(f"extra_loinc names an unknown group: {name}")
+        if bad := sorted(set(codes) & excluded):
+            # e.g. qualitative CRP or smear-estimate platelets: excluded by the spec, not by taste.
+            raise ValueError(f"extra_loinc: {', '.join(bad)} excluded by clinical-spec §5.1")
         groups[name].extend(c for c in codes if c not in groups[name])
 
     lab_codes: dict[str, LabCode] = {}

@@ -82,3 +82,11 @@ def test_molar_factor_only_when_configured():
 ])
 def test_plausibility(analyte, value, ok):
     assert is_plausible(analyte, D(value)) is ok
+
+
+def test_sites_cannot_add_codes_the_spec_excludes():
+    from service.valuesets import value_sets
+
+    with pytest.raises(ValueError, match="11039-5"):
+        value_sets({"crp": ["11039-5"]})
+    assert "99999-9" in value_sets({"platelets": ["99999-9"]}).lab_codes
