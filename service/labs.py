@@ -258,29 +258,19 @@ def _interpretation(obs: dict) -> frozenset[str]:
 # ---------------------------------------------------------------- time
 
 
-def time_class(r: LabResult, t0: datetime, rules: LabRules) -> TimeClass:
-    """Where a result stands against T0, in facility calendar days (spec §1.5)."""
-    assert r.effective is not None
-    return _Clock(t0, rules).classify(r.effective, r.date_only)
-
-
 class _Clock:
-    """time_class for one T0, with T0's facility day and the window bounds worked out once."""
+    """Where a result stands against T0, in facility calendar days (spec §1.5), with T0's day and the
+    window bounds worked out once per hook. T0 is never outside the years parse_fhir_datetime admits."""
 
     __slots__ = ("t0", "rules", "t0_day", "window_start", "lookback_start")
 
     def __init__(self, t0: datetime, rules: LabRules) -> None:
         self.t0, self.rules = t0, rules
-        try:
-            self.t0_day: date | None = t0.astimezone(rules.tz).date()
-            self.window_start = self.t0_day - timedelta(days=rules.window_days)
-            self.lookback_start = self.t0_day - timedelta(days=rules.lookback_days)
-        except OverflowError:  # a T0 at the ends of the calendar: classify() computes (and fails) as written
-            self.t0_day = None
+        self.t0_day = t0.astimezone(rules.tz).date()
+        self.window_start = self.t0_day - timedelta(days=rules.window_days)
+        self.lookback_start = self.t0_day - timedelta(days=rules.lookback_days)
 
     def classify(self, effective: datetime, date_only: bool) -> TimeClass:
-        if self.t0_day is None:
-            return _classify(effective, date_only, self.t0, self.rules)
         day = effective.date() if date_only else effective.astimezone(self.rules.tz).date()
         if (day > self.t0_day) if date_only else (effective > self.t0):
             return "after"
@@ -289,18 +279,6 @@ class _Clock:
         if day >= self.lookback_start:
             return "stale"
         return "old"
-
-
-def _classify(effective: datetime, date_only: bool, t0: datetime, rules: LabRules) -> TimeClass:
-    t0_day = t0.astimezone(rules.tz).date()
-    day = effective.date() if date_only else effective.astimezone(rules.tz).date()
-    if (day > t0_day) if date_only else (effective > t0):
-        return "after"
-    if day >= t0_day - timedelta(days=rules.window_days):
-        return "current"
-    if day >= t0_day - timedelta(days=rules.lookback_days):
-        return "stale"
-    return "old"
 
 
 # ---------------------------------------------------------------- derived ANC
@@ -378,42 +356,6 @@ def _pick(cands: list[LabResult]) -> LabResult | None:
     return min(cands, key=lambda r: (r.tier, -r.effective.timestamp()))
 
 
-def assess(analyte: str, results: Iterable[LabResult], t0: datetime, rules: LabRules) -> Component:
-    return _assess(analyte, results, _Clock(t0, rules), rules)
-
-
-def _assess(analyte: str, results: Iterable[LabResult], clock: _Clock, rules: LabRules) -> Component:
-    current: list[LabResult] = []
-    stale: list[LabResult] = []
-    rejected = 0
-    implausible = False
-    for r in results:
-        if r.analyte != analyte or r.effective is None:
-            continue
-        tc = clock.classify(r.effective, r.date_only)
-        if r.problem is not None:
-            if tc == "current":
-                rejected += 1
-                implausible |= r.problem in ("implausible", "unit")
-            continue
-        if tc == "current":
-            current.append(r)
-        elif tc == "stale":
-            stale.append(r)
-    def pts(r: LabResult | None) -> Points | None:
-        if analyte not in MAX_POINTS:
-            return None
-        return points(analyte, r.span() if r else None, rules.inclusive_boundaries)
-
-    missing = pts(None)
-    if (cur := _pick(current)) is not None:
-        p = pts(cur)
-        return Component(analyte, "censored" if cur.comparator else "current", cur, p, p, rejected)
-    if (old := _pick(stale)) is not None:
-        return Component(analyte, "stale", old, missing, pts(old), rejected)
-    return Component(analyte, "implausible" if implausible else "missing", None, missing, missing, rejected)
-
-
 # Analytes that only serve to derive an ANC (derive_anc): their results are always read in full,
 # whatever their date, because a derived value takes the earliest time of its parts.
 _ANC_PARTS = frozenset({"seg_abs", "band_abs", "wbc", "neut_pct", "seg_pct", "band_pct"})
@@ -421,13 +363,12 @@ _ANC_PARTS = frozenset({"seg_abs", "band_abs", "wbc", "neut_pct", "seg_pct", "ba
 
 def assess_all(observations: Iterable[dict], patient_id: str, t0: datetime, vs: ValueSets,
                rules: LabRules, analytes: Iterable[str]) -> dict[str, Component]:
-    """assess() of each analyte over all parseable observations (and the derived ANCs).
+    """Each analyte's component over all parseable observations (and the derived ANCs).
 
-    The same result as parsing every Observation and assessing the lists, with less work: an
-    Observation's value is read only when it can matter. Results without a collection time, after T0
-    or older than the lookback are never looked at by assess(); a stale result is read only when the
-    analyte has no usable current one, and then in the order assess() prefers them (best tier, most
-    recent), until the first usable one. ANC parts are always read (derive_anc needs all of them).
+    An Observation's value is read only when it can matter: results without a collection time, after
+    T0 or older than the lookback are skipped; a stale result is read only when the analyte has no
+    usable current one, and then in order of preference (best tier, most recent) until the first
+    usable one. ANC parts are always read (derive_anc needs all of them).
     """
     clock = _Clock(t0, rules)
     parts: list[LabResult] = []
@@ -448,7 +389,7 @@ def assess_all(observations: Iterable[dict], patient_id: str, t0: datetime, vs: 
             current.setdefault(lab.analyte, []).append(_body(obs, lab, eff, rules))
         elif tc == "stale":
             stale.setdefault(lab.analyte, []).append(((lab.tier, -eff[0].timestamp()), obs, lab, eff))
-    for r in derive_anc(parts):  # after the direct results, as assess() would see them
+    for r in derive_anc(parts):  # after the direct results
         if r.effective is None:
             continue
         tc = clock.classify(r.effective, r.date_only)
@@ -456,11 +397,12 @@ def assess_all(observations: Iterable[dict], patient_id: str, t0: datetime, vs: 
             current.setdefault(r.analyte, []).append(r)
         elif tc == "stale":
             stale.setdefault(r.analyte, []).append(((r.tier, -r.effective.timestamp()), None, None, r))
-    return {a: _assess_read(a, current.get(a, ()), stale.get(a, ()), rules) for a in analytes}
+    return {a: _assess(a, current.get(a, ()), stale.get(a, ()), rules) for a in analytes}
 
 
-def _assess_read(analyte: str, current: Iterable[LabResult], stale: Iterable[tuple], rules: LabRules) -> Component:
-    """assess() for one analyte from its current results and its stale ones, not yet read."""
+def _assess(analyte: str, current: Iterable[LabResult], stale: Iterable[tuple], rules: LabRules) -> Component:
+    """One analyte's component from its in-window results and its stale ones (not yet read): the best
+    usable current result, else the best usable stale one (provisional only), else missing."""
     usable: list[LabResult] = []
     rejected = 0
     implausible = False

@@ -3,7 +3,7 @@
 `cds_hooks.prefetch.resolve` asks `stop(key, resources_so_far)` whenever a search has a `next` link
 left. The lab searches sort newest first (`_sort=-date`): once the oldest Observation seen so far is
 older than the lookback before T0, every later page is older still and would be ignored by the
-scoring (labs.time_class → "old"). The ECOG search needs only the most recent recorded value.
+scoring (older than the lookback: never read). The ECOG search needs only the most recent recorded value.
 
 A stop is only ever called when the results really are in the order the template asked for: a
 server that ignored `_sort` says nothing about its later pages, so then all pages are read (and the
