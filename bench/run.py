@@ -56,6 +56,7 @@ if str(REPO) not in sys.path:
 
 import httpx  # noqa: E402
 
+from bench.fallback_latency import stop  # noqa: E402
 from bench.payloads import body  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -104,13 +105,7 @@ def server(cmd: list[str], port: int, log: Path, env: dict[str, str]):
                 time.sleep(0.1)
         yield process
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        stop(process)
 
 
 def memory(pid: int) -> dict[str, float]:
