@@ -39,7 +39,7 @@ def create_app() -> FastAPI:
 
     import gc
 
-    gc.freeze()  # as service.cli.create_served_app does
+    gc.freeze()  # as service.web.cli.create_served_app does
     return app
 
 
@@ -51,7 +51,7 @@ def main() -> None:
 
     import uvicorn
 
-    from service.cli import SERVER_OPTIONS
+    from service.web.cli import SERVER_OPTIONS
 
     uvicorn.run("bench.bare_app:create_app", factory=True, host=args.host, port=args.port, workers=1,
                 **SERVER_OPTIONS)

@@ -248,8 +248,8 @@ class _StageTimes(logging.Handler):
 
 
 async def time_hooks(base: str, token: str | None, patient: str, t0: datetime, n: int, tmp: str) -> dict:
-    from service.app import create_app
-    from service.settings import Settings
+    from service.web.app import create_app
+    from service.web.settings import Settings
 
     settings = Settings(service={"development_mode": True, "timezone": "UTC"},
                         fhir={"allowed_servers": [base], "deadline_seconds": 10.0},
@@ -283,8 +283,8 @@ async def time_hooks(base: str, token: str | None, patient: str, t0: datetime, n
 async def time_queries(base: str, token: str | None, patient: str, n: int) -> dict[str, list[float]]:
     from cds_hooks.fhir_client import FhirClient
     from cds_hooks.prefetch import render
-    from service.hooks import prefetch_templates
-    from service.valuesets import value_sets
+    from service.cards.order_hooks import prefetch_templates
+    from service.clinical.valuesets import value_sets
 
     queries = {key: render(t, {"patientId": patient}) for key, t in prefetch_templates(value_sets()).items()}
     out: dict[str, list[float]] = {key: [] for key in queries}

@@ -177,7 +177,7 @@ def searchset(resources: list[dict]) -> dict:
 
 def prefetch_for(observations: list[dict], patient: str) -> dict:
     """Full prefetch keyed as our discovery asks, grouped by analyte key."""
-    from service.valuesets import value_sets
+    from service.clinical.valuesets import value_sets
 
     vs = value_sets()
     groups: dict[str, list[dict]] = {k: [] for k in vs.prefetch_codes}

@@ -10,8 +10,8 @@ import tempfile
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
+from service.web.app import create_app
+from service.web.settings import Settings
 from tests.fhir_server import fhir_access_token, fhir_base_url, fhir_server  # noqa: F401
 from tests.postgres import postgres_url  # noqa: F401
 

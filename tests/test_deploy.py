@@ -41,7 +41,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
-from service.settings import Settings
+from service.web.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -201,7 +201,7 @@ def test_dockerignore_lets_every_copy_source_through_and_nothing_else():
     for private in (".git/config", ".venv/bin/python", "tests/test_deploy.py", "var/feedback.sqlite3",
                     "service/__pycache__/app.cpython-311.pyc", "deploy/k8s/secret.yaml", "examples/demo-config.toml"):
         assert dockerignore_excludes(patterns, private), private
-    assert not dockerignore_excludes(patterns, "service/data/valuesets.json")
+    assert not dockerignore_excludes(patterns, "service/clinical/data/valuesets.json")
 
 
 # =============================================================================== config files
@@ -225,7 +225,7 @@ def unknown_keys(model: type[BaseModel], data: dict, where: str = "") -> list[st
 
 def load_config(text: str) -> tuple[dict, Settings]:
     data = tomllib.loads(text)
-    assert unknown_keys(Settings, data) == [], "keys that service/settings.py does not know"
+    assert unknown_keys(Settings, data) == [], "keys that service/web/settings.py does not know"
     return data, Settings(**data)
 
 
@@ -356,7 +356,7 @@ def test_all_objects_share_namespace_and_selector():
 def test_deployment_probes_resources_and_security_context(tmp_path):
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
+    from service.web.app import create_app
 
     pod = by_kind("Deployment")[0]["spec"]["template"]["spec"]
     [container] = pod["containers"]
@@ -463,7 +463,7 @@ def test_compose_flow_loaded_examples_answer_without_prefetch_as_with_it(fhir_se
     FHIR server instead of HAPI: the card must be the one the full-prefetch example gets."""
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
+    from service.web.app import create_app
     from tests.conftest import dev_settings
     from tests.fhir_server import unique_id
 
@@ -633,7 +633,7 @@ def healthcheck(server: Server) -> int:
 def test_rehearsal_image_starts_with_production_settings_is_ready_healthy_and_stops_gracefully(image):
     # The installed package, not this checkout, is what runs: data files included.
     python = image.paths["/opt/hematotox"] / "bin" / "python"
-    code = "import service, service.valuesets as v; print(service.__file__); v.value_sets()"
+    code = "import service, service.clinical.valuesets as v; print(service.__file__); v.value_sets()"
     where = subprocess.run([str(python), "-c", code], cwd=image.paths["/tmp"], env=runtime_env(image),
                            capture_output=True, text=True, timeout=60, check=False)
     assert where.returncode == 0, where.stderr

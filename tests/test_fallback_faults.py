@@ -21,9 +21,9 @@ import pytest
 import respx
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.hooks import prefetch_templates
-from service.valuesets import value_sets
+from service.web.app import create_app
+from service.cards.order_hooks import prefetch_templates
+from service.clinical.valuesets import value_sets
 from tests.cases import BY_NAME, T0, hook_request, obs, prefetch_for
 from tests.conftest import dev_settings
 from tests.fake_fhir import FakeFhir, outcome

@@ -20,8 +20,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cds_hooks.models import FeedbackItem
-from service.app import create_app
-from service.feedback_store import FeedbackStore, database_url, natural_key
+from service.web.app import create_app
+from service.web.feedback_store import FeedbackStore, database_url, natural_key
 from tests.conftest import dev_settings
 from tests.jwt_keys import BASE, Ehr, bearer, write_jwks
 from tests.postgres import fresh_postgres_database
@@ -198,7 +198,7 @@ def running_service(config: Path, port: int, env: dict) -> Iterator[subprocess.P
     output = config.parent / f"service-{port}-{time.monotonic_ns()}.log"
     with open(output, "wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+            [sys.executable, "-m", "service.web.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
              "--log-level", "warning"],
             cwd=REPO, env={**os.environ, **env, "HEMATOTOX_CONFIG": str(config)},
             stdout=sink, stderr=subprocess.STDOUT)

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cds_hooks.fhir_allowlist import FhirServerAllowlist, fhir_server_refusal, parse_server_url
-from service.app import create_app
+from service.web.app import create_app
 from tests.cases import BY_NAME, hook_request, ld_orders, prefetch_for
 from tests.conftest import dev_settings
 from tests.jwt_keys import BASE, Ehr, bearer, write_jwks

@@ -11,11 +11,12 @@ from datetime import datetime, timezone
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from cds_hooks.models import HookRequest, order_context
-from service.hooks import Clinic, cards_for, trigger_for
+from service.cards.order_hooks import cards_for, trigger_for
+from service.web.site import clinic_from_settings
 from tests.cases import BY_NAME, hook_request, ld_orders, prefetch_for
 from tests.conftest import dev_settings
 
-CLINIC = Clinic.from_settings(dev_settings())
+CLINIC = clinic_from_settings(dev_settings())
 # Keys the domain reads, so that generated objects reach nested places ("coding": 5, ...).
 VOCAB = ["coding", "code", "system", "reference", "value", "unit", "comparator", "start", "end", "event",
          "timing", "repeat", "boundsPeriod", "text", "display", "high", "id", "resourceType"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
+from service.web.app import create_app
+from service.web.settings import Settings
 from tests.cases import BY_NAME, hook_request
 from tests.conftest import dev_settings
 
@@ -136,7 +136,7 @@ def test_streaming_cap_outside_a_handler_answers_413():
     # The cap also holds when the body is read before any FastAPI handler (another middleware).
     from starlette.testclient import TestClient as RawClient
 
-    from service.security import BodyLimitMiddleware
+    from service.web.security import BodyLimitMiddleware
 
     async def reads_everything(scope, receive, send):
         while (await receive()).get("more_body"):

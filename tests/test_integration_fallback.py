@@ -20,11 +20,11 @@ from fastapi.testclient import TestClient
 
 from cds_hooks.fhir_client import FhirClient
 from cds_hooks.prefetch import PrefetchUnavailable, resolve
-from service.app import create_app
-from service.hooks import prefetch_templates
-from service.labs import LabRules
-from service.paging import lookback_stop
-from service.valuesets import value_sets
+from service.web.app import create_app
+from service.cards.order_hooks import prefetch_templates
+from service.clinical.labs import LabRules
+from service.web.paging import lookback_stop
+from service.clinical.valuesets import value_sets
 from tests.cases import BY_NAME, CASES, T0, Case, hook_request, obs, prefetch_for, searchset
 from tests.conftest import dev_settings
 from tests.fhir_server import FhirTestServer, load_transaction, transaction, unique_id

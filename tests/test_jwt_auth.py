@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cds_hooks.jwt_auth import AuthError, JwtVerifier, TrustedIssuer, VerifierConfig
-from service.app import create_app
+from service.web.app import create_app
 from tests.cases import BY_NAME, hook_request
 from tests.conftest import dev_settings
 from tests.jwt_keys import BASE, ISSUER, Ehr, b64url, bearer, jwks, write_jwks
@@ -212,7 +212,7 @@ def test_aud_follows_public_base_url_with_a_path(tmp_path):
 
 
 def test_ops_endpoints_are_not_behind_the_jwt(secure):
-    # The health checks of the deployment must not need a token (service/ops.py).
+    # The health checks of the deployment must not need a token (service/web/ops.py).
     assert secure.get("/healthz").status_code == 200
 
 

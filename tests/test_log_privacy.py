@@ -20,8 +20,8 @@ import orjson
 import pytest
 import uvicorn
 
-from service.app import create_app
-from service.logging_setup import configure_logging
+from service.web.app import create_app
+from service.web.logging_setup import configure_logging
 from tests.cases import hook_request, obs, searchset
 from tests.conftest import dev_settings
 from tests.jwt_keys import Ehr, bearer, write_jwks

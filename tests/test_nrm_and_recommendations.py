@@ -11,7 +11,7 @@ from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from cds_hooks.validate import card_violations
-from service.app import create_app
+from service.web.app import create_app
 from tests.cases import DEFAULTS, hook_request, obs, prefetch_for
 from tests.conftest import dev_settings
 
@@ -91,15 +91,15 @@ def test_easix_cases(client, name, extra, plt, easix, log2, above, m_easix):
 
 def test_e4_exact_value_before_rounding():
     from decimal import Decimal
-    from service.nrm import easix
-    from service.labs import Component, LabResult
-    from service.hematotox import Points
+    from service.clinical.nrm import easix
+    from service.clinical.labs import Component, LabResult
+    from service.clinical.hematotox import Points
 
     def comp(a, v):
         r = LabResult(a, 0, Decimal(v), None, None, False, False, None)
         return Component(a, "current", r, Points(0, 0), Points(0, 0))
 
-    from service.units import to_canonical
+    from service.clinical.units import to_canonical
     ldh = to_canonical("ldh", Decimal("4.17"), "ukat/L")
     e = easix({"ldh": comp("ldh", ldh), "creatinine": comp("creatinine", "1.0"), "platelets": comp("platelets", "100")})
     assert e.easix == Decimal("2.502")
@@ -293,7 +293,7 @@ def test_ht_low_never_suppresses_the_all_patient_items(client):
 
 
 def test_ecog_takes_the_most_recent_and_survives_odd_dates():
-    from service.nrm import ecog
+    from service.clinical.nrm import ecog
 
     def e(value, when):
         o = {"resourceType": "Observation", "status": "final", "subject": {"reference": "Patient/p"},

@@ -1,4 +1,4 @@
-"""Operations endpoints (service/ops.py) and metrics (service/metrics.py), in process.
+"""Operations endpoints (service/web/ops.py) and metrics (service/web/metrics.py), in process.
 
 The same endpoints are exercised out of process, as the container starts them, in
 tests/test_deploy.py (the Dockerfile rehearsal)."""
@@ -15,9 +15,9 @@ import respx
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import metrics, ops
-from service.app import create_app
-from service.settings import Settings
+from service.web import metrics, ops
+from service.web.app import create_app
+from service.web.settings import Settings
 from tests.cases import BY_NAME, hook_request, prefetch_for
 from tests.conftest import dev_settings
 
@@ -257,7 +257,7 @@ def test_failed_optional_fallback_fetches_are_counted_on_a_200(tmp_path):
 
 
 def _ferritin_codes_in(request: httpx.Request) -> bool:
-    from service.valuesets import value_sets
+    from service.clinical.valuesets import value_sets
 
     codes = value_sets().prefetch_codes["ferritin"]
     url = str(request.url) + request.content.decode(errors="replace")

@@ -1,7 +1,7 @@
 """Paging of the FHIR fallback: the page cap fails a key, and the early stop ends paging that cannot matter.
 
 The protocol layer (`resolve(stop_paging=...)`) knows nothing about dates; the service layer
-(`service.paging.lookback_stop`) knows the lookback before T0 and that only the newest ECOG counts.
+(`service.web.paging.lookback_stop`) knows the lookback before T0 and that only the newest ECOG counts.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import respx
 
 from cds_hooks.fhir_client import FhirClient
 from cds_hooks.prefetch import KeyState, PrefetchUnavailable, resolve
-from service.labs import LabRules
-from service.paging import MARGIN_DAYS, lookback_stop, sort_date
+from service.clinical.labs import LabRules
+from service.web.paging import MARGIN_DAYS, lookback_stop, sort_date
 from tests.fake_fhir import FakeFhir
 
 BASE = "https://ehr.test/fhir"

@@ -1,4 +1,4 @@
-"""Reuse of order-select's data at order-sign (service/reuse.py), and the one log line per hook."""
+"""Reuse of order-select's data at order-sign (service/web/reuse.py), and the one log line per hook."""
 from __future__ import annotations
 
 import copy
@@ -11,10 +11,10 @@ import respx
 from fastapi.testclient import TestClient
 
 from cds_hooks.models import HookRequest, order_context
-from service.app import create_app
-from service.logging_setup import JsonFormatter
-from service.reuse import DEV_ISSUER, MAX_ENTRY_BYTES, ReuseCache, issuer_of, ld_orders_fingerprint, reuse_key
-from service.valuesets import value_sets
+from service.web.app import create_app
+from service.web.logging_setup import JsonFormatter
+from service.web.reuse import DEV_ISSUER, MAX_ENTRY_BYTES, ReuseCache, issuer_of, ld_orders_fingerprint, reuse_key
+from service.clinical.valuesets import value_sets
 from tests.cases import BY_NAME, ld_orders, hook_request, prefetch_for
 from tests.conftest import dev_settings
 from tests.fake_fhir import FakeFhir
@@ -57,7 +57,7 @@ def service():
 def clock(service) -> Clock:
     app, _ = service
     clock = Clock()
-    app.state.reuse = ReuseCache(TTL, 16, timer=clock)
+    app.state.reuse = app.state.pipeline.reuse = ReuseCache(TTL, 16, timer=clock)
     return clock
 
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.generation import GenerationMode
 
-from service.app import create_app
+from service.web.app import create_app
 from tests.conftest import dev_settings
 from tests.jwt_keys import BASE, Ehr, bearer, write_jwks
 

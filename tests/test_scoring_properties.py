@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings, strategies as st
 
-from service.assessment import assess_patient
-from service.labs import LabRules
-from service.orders import find_trigger
-from service.valuesets import value_sets
+from service.clinical.assessment import assess_patient
+from service.clinical.labs import LabRules
+from service.clinical.orders import find_trigger
+from service.clinical.valuesets import value_sets
 from tests.cases import ld_orders, obs
 
 VS = value_sets()

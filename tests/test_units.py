@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from service.units import UnitRejected, is_plausible, normalise_unit, to_canonical
+from service.clinical.units import UnitRejected, is_plausible, normalise_unit, to_canonical
 
 D = Decimal
 
@@ -85,7 +85,7 @@ def test_plausibility(analyte, value, ok):
 
 
 def test_sites_cannot_add_codes_the_spec_excludes():
-    from service.valuesets import value_sets
+    from service.clinical.valuesets import value_sets
 
     with pytest.raises(ValueError, match="11039-5"):
         value_sets({"crp": ["11039-5"]})

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from service.hematotox import CUTOFFS, HT_ANALYTES, Score, score
-from service.labs import Component, LabRules, assess_all
-from service.orders import Trigger
-from service.valuesets import ValueSets
+from service.clinical.hematotox import CUTOFFS, HT_ANALYTES, Score, score
+from service.clinical.labs import Component, LabRules, assess_all
+from service.clinical.orders import Trigger
+from service.clinical.valuesets import ValueSets
 
 # Bumped whenever a rule that changes a result changes; printed on every card and extension.
 RULES_VERSION = "1.0.0"

@@ -12,8 +12,8 @@ from datetime import date, datetime, timezone, tzinfo
 from decimal import Decimal
 from typing import Iterable
 
-from service.fhirjson import as_dict, dicts
-from service.labs import Component, LabResult, parse_fhir_datetime
+from service.clinical.fhirjson import as_dict, dicts
+from service.clinical.labs import Component, LabResult, parse_fhir_datetime
 
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"

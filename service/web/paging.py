@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, tzinfo
 
-from service.labs import LabRules, parse_fhir_datetime
-from service.nrm import ecog
+from service.clinical.labs import LabRules, parse_fhir_datetime
+from service.clinical.nrm import ecog
 
 # Margin on the lookback: facility calendar days, date-only values and offsets can shift a result's
 # day by one either way; stopping a little later than necessary costs at most a page.

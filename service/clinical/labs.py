@@ -12,10 +12,10 @@ from datetime import date, datetime, time, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Iterable, Literal, Mapping
 
-from service.fhirjson import as_list, dicts
-from service.hematotox import MAX_POINTS, Points, Span, points
-from service.units import CANONICAL, PLAUSIBLE, UnitRejected, is_plausible, to_canonical
-from service.valuesets import LOINC, LabCode, ValueSets
+from service.clinical.fhirjson import as_list, dicts
+from service.clinical.hematotox import MAX_POINTS, Points, Span, points
+from service.clinical.units import CANONICAL, PLAUSIBLE, UnitRejected, is_plausible, to_canonical
+from service.clinical.valuesets import LOINC, LabCode, ValueSets
 
 USABLE_STATUS = frozenset({"final", "amended", "corrected"})
 COMPARATORS = frozenset({"<", "<=", ">", ">="})

@@ -9,11 +9,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 
-from service.assessment import Assessment
-from service.hematotox import HT_ANALYTES, Score
-from service.labs import Component
-from service.nrm import NrmProfile
-from service.units import CANONICAL
+from service.clinical.assessment import Assessment
+from service.clinical.hematotox import HT_ANALYTES, Score
+from service.clinical.labs import Component
+from service.clinical.nrm import NrmProfile
+from service.clinical.units import CANONICAL
 
 EXTENSION_KEY = "hematotox-cds"
 SOURCE_LABEL = "CAR-HEMATOTOX (Rejeski et al., J Hematol Oncol 2023)"

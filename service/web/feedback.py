@@ -1,7 +1,7 @@
 """`POST /cds-services/{id}/feedback`: the clinician's outcome of a card (accepted / overridden).
 
 The body is checked against the spec's shape (cds_hooks.models.FeedbackRequest; 400
-OperationOutcome when it does not fit), stored idempotently (service/feedback_store.py) and
+OperationOutcome when it does not fit), stored idempotently (service/web/feedback_store.py) and
 answered with an empty 200 once it is committed. A repeat of the same feedback is answered 200 too
 and stored once. When the database cannot be reached the answer is 503, so that the client retries.
 """
@@ -18,8 +18,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from cds_hooks.models import FeedbackRequest, parse_body
 from cds_hooks.openapi import FEEDBACK_REQUEST_SCHEMA, json_request_body
 from cds_hooks.outcome import CDSHookError
-from service.feedback_store import FeedbackStore
-from service.settings import Settings
+from service.web.feedback_store import FeedbackStore
+from service.web.settings import Settings
 
 log = logging.getLogger("hematotox.feedback")
 

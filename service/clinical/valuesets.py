@@ -69,7 +69,7 @@ class ValueSets:
 
 
 def _raw() -> dict:
-    text = resources.files("service").joinpath("data/valuesets.json").read_text("utf-8")
+    text = resources.files("service.clinical").joinpath("data/valuesets.json").read_text("utf-8")
     return json.loads(text)
 
 

@@ -10,19 +10,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Mapping
-from zoneinfo import ZoneInfo
 
 from cds_hooks.models import Action, Card, Link, OrderContext, Source, Suggestion, selected_orders
-from service.assessment import Assessment, assess_patient, ruleset_version
-from service.labs import LabRules
-from service.orders import Trigger, find_trigger
-from service.nrm import ECOG_LOINC, NrmProfile, nrm_profile
-from service.recommendation_card import OVERRIDE_REASONS, recommendation_card
-from service.risk_card import (CALCULATOR_URL, LAB_NAMES, SOURCE_LABEL, SOURCE_URL, detail, extension,
+from service.clinical.assessment import Assessment, assess_patient, ruleset_version
+from service.clinical.labs import LabRules
+from service.clinical.orders import Trigger, find_trigger
+from service.clinical.nrm import ECOG_LOINC, NrmProfile, nrm_profile
+from service.cards.recommendation_card import OVERRIDE_REASONS, recommendation_card
+from service.cards.risk_card import (CALCULATOR_URL, LAB_NAMES, SOURCE_LABEL, SOURCE_URL, detail, extension,
                                indicator, summary)
-from service.suggestions import DEFAULT_DRUGS, Drug, missing_lab_requests
-from service.settings import Settings
-from service.valuesets import LOINC, PREFETCH_GROUPS, ValueSets, value_sets
+from service.cards.suggestions import Drug, missing_lab_requests
+from service.clinical.valuesets import LOINC, PREFETCH_GROUPS, ValueSets
 
 # Results per analyte search. The searches sort newest first, so the window's labs always come
 # first; the count only decides how far back stale labs (for the provisional score) reach. The
@@ -48,7 +46,7 @@ def prefetch_templates(vs: ValueSets) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Clinic:
-    """Everything clinical that is read from configuration once, at start-up."""
+    """Everything clinical that is read from configuration once, at start-up (service/web/site.py)."""
 
     vs: ValueSets
     rules: LabRules
@@ -64,25 +62,6 @@ class Clinic:
     @property
     def ruleset(self) -> str:
         return ruleset_version(self.vs)
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> "Clinic":
-        c = s.clinical
-        vs = value_sets(c.extra_loinc, c.extra_ld_rxnorm)
-        rules = LabRules(
-            tz=ZoneInfo(s.service.timezone),
-            lookback_days=c.lookback_days,
-            inclusive_boundaries=c.inclusive_boundaries,
-            accept_preliminary=c.accept_preliminary,
-            configured_factors={k: Decimal(str(v)) for k, v in c.unit_factors.items()},
-        )
-        r = s.recommendations
-        drugs = {**DEFAULT_DRUGS, **{k: Drug(d.rxnorm, d.display, d.dose) for k, d in r.drugs.items()}}
-        return cls(vs, rules, prefetch_templates(vs),
-                   ferritin_uln=None if c.ferritin_uln_ng_ml is None else Decimal(str(c.ferritin_uln_ng_ml)),
-                   disabled=frozenset(r.disabled), indeterminate_as_high=r.treat_indeterminate_as_high,
-                   drugs=drugs, monitoring=r.monitoring_schedule, m_easix_crp_mg_per_l=r.m_easix_crp_mg_per_l,
-                   extra_diabetes_snomed=frozenset(c.extra_diabetes_snomed))
 
 
 def trigger_for(ctx: OrderContext, clinic: Clinic, now: datetime) -> Trigger | None:

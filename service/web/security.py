@@ -32,8 +32,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cds_hooks.fhir_allowlist import FhirServerAllowlist
 from cds_hooks.jwt_auth import AuthError, JwtVerifier, TrustedIssuer, VerifierConfig
 from cds_hooks.outcome import CDSHookError, operation_outcome
-from service import metrics
-from service.settings import Settings
+from service.web import metrics
+from service.web.settings import Settings
 
 log = logging.getLogger("hematotox.security")
 

@@ -30,9 +30,9 @@ import orjson
 from cachetools import TTLCache
 
 from cds_hooks.models import OrderContext
-from service.hooks import HT_KEYS
-from service.orders import ld_drug
-from service.valuesets import ValueSets
+from service.cards.order_hooks import HT_KEYS
+from service.clinical.orders import ld_drug
+from service.clinical.valuesets import ValueSets
 
 DEV_ISSUER = "(development: no verified client)"
 MAX_ENTRY_BYTES = 4 * 1024 * 1024

@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 from cds_hooks.models import Action, Card, Link, OverrideReason, Source, Suggestion
-from service.assessment import Assessment
-from service.nrm import NrmProfile
-from service.recommendations import STRENGTH_WORDS, Recommendation, applicable
-from service.suggestions import CBC_PANEL, DEFAULT_MONITORING, Drug, medication_request, service_request
+from service.clinical.assessment import Assessment
+from service.clinical.nrm import NrmProfile
+from service.clinical.recommendations import STRENGTH_WORDS, Recommendation, applicable
+from service.cards.suggestions import CBC_PANEL, DEFAULT_MONITORING, Drug, medication_request, service_request
 
 OVERRIDE_SYSTEM = "https://hematotox-cds.org/CodeSystem/override-reason"
 OVERRIDE_REASONS = [

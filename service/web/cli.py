@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from service.logging_setup import configure_logging
+from service.web.logging_setup import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,17 +23,17 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     configure_logging(args.log_level)
-    from service.settings import load_settings
+    from service.web.settings import load_settings
 
     settings = load_settings()  # fail fast on a bad config, before binding a port
     if settings.service.development_mode:
         logging.getLogger("hematotox").warning(
             "DEVELOPMENT MODE: hooks are answered without a trusted EHR and http FHIR servers are "
             "allowed. Never run this in production.")
-    from service.metrics import prepare_multiprocess
+    from service.web.metrics import prepare_multiprocess
 
     prepare_multiprocess(args.workers)  # N > 1 workers: metrics summed over all of them
-    uvicorn.run("service.cli:create_served_app", factory=True, host=args.host, port=args.port,
+    uvicorn.run("service.web.cli:create_served_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, **SERVER_OPTIONS)
     return 0
 
@@ -42,7 +42,7 @@ def create_served_app():
     """The app as `serve` runs it: uvicorn's factory, called once in every worker process."""
     import gc
 
-    from service.app import create_app
+    from service.web.app import create_app
 
     app = create_app()
     # What is loaded by now (modules, pydantic schemas, settings, the app) lives as long as the process:

@@ -8,13 +8,13 @@ URL with its password): only check names, `ok`/`fail`/`not configured` and excep
 - `/healthz`: the process is alive and its event loop answers. Never touches a dependency, so a
   slow database cannot get healthy pods restarted (liveness).
 - `/readyz`: the configuration is loaded and the feedback database (`app.state.feedback_store`,
-  service/feedback.py) answers a ping within `READY_TIMEOUT_S`; until then the pod is out of the
+  service/web/feedback.py) answers a ping within `READY_TIMEOUT_S`; until then the pod is out of the
   Service. Note the consequence: a feedback-database outage takes every replica out of rotation,
   although hooks themselves do not need the database. Sites that prefer hooks to keep answering
   then point the readinessProbe at `/healthz` (deploy/README.md).
   The EHR's FHIR servers are deliberately not checked: they are per request, and hooks with full
   prefetch still work when they are down.
-- `/metrics`: Prometheus text format (service/metrics.py).
+- `/metrics`: Prometheus text format (service/web/metrics.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from service import metrics
+from service.web import metrics
 
 log = logging.getLogger("hematotox.ops")
 router = APIRouter(include_in_schema=False)
@@ -71,7 +71,7 @@ async def _database(state: object) -> str:
 
 async def _ping(store: object) -> object:
     """The store's own `ping()` (sync or async) if it has one, else `SELECT 1` on its SQLAlchemy
-    engine (service/feedback_store.py: `FeedbackStore.engine`); None when it has neither."""
+    engine (service/web/feedback_store.py: `FeedbackStore.engine`); None when it has neither."""
     ping = getattr(store, "ping", None)
     if callable(ping):
         result = await ping() if inspect.iscoroutinefunction(ping) else await run_in_threadpool(ping)

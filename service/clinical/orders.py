@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime, time, tzinfo
 from typing import Iterable, Literal, Mapping
 
-from service.fhirjson import as_dict, as_list, dicts
-from service.labs import parse_fhir_datetime
-from service.valuesets import RXNORM, ValueSets
+from service.clinical.fhirjson import as_dict, as_list, dicts
+from service.clinical.labs import parse_fhir_datetime
+from service.clinical.valuesets import RXNORM, ValueSets
 
 ORDER_TYPES = frozenset({"MedicationRequest", "MedicationOrder"})
 DEAD_STATUS = frozenset({"entered-in-error", "cancelled", "stopped", "revoked", "completed"})

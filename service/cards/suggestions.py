@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from service.valuesets import LOINC, RXNORM
+from service.clinical.valuesets import LOINC, RXNORM
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,120 @@
+"""The thin HTTP edge: discovery, the hook services, errors as OperationOutcome.
+
+A hook route reads the body and the verified caller, hands both to its pipeline
+(service/web/pipeline.py) and writes what comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cds_hooks.fhir_client import FhirClient
+from cds_hooks.models import ORDER_HOOKS
+from cds_hooks.openapi import hook_request_schema, install_openapi, json_request_body
+from cds_hooks.outcome import CDSHookError, operation_outcome
+from cds_hooks.registry import Registry, ServiceDefinition
+from service.cards.order_hooks import Clinic
+from service.web.feedback import feedback_router
+from service.web.ops import router as ops_router
+from service.web.pipeline import OrderHookPipeline, json_bytes
+from service.web.reuse import ReuseCache, issuer_of
+from service.web.security import install_security
+from service.web.settings import Settings, load_settings
+from service.web.site import clinic_from_settings
+
+log = logging.getLogger("hematotox.hook")
+SERVICE_DESCRIPTION = (
+    "CAR-HEMATOTOX score and non-relapse-mortality risk factors at lymphodepleting chemotherapy "
+    "(fludarabine/cyclophosphamide or bendamustine) before CAR T-cell therapy."
+)
+
+
+def build_registry(clinic: Clinic) -> Registry:
+    reg = Registry()
+    for hook in ("order-select", "order-sign"):
+        reg.register(ServiceDefinition(
+            id=f"hematotox-{hook}",
+            hook=hook,
+            title=f"CAR-HEMATOTOX before CAR-T lymphodepletion ({hook})",
+            description=SERVICE_DESCRIPTION,
+            prefetch=dict(clinic.templates),
+            handler=None,
+        ))
+    return reg
+
+
+def json_response(body: bytes | dict[str, object], status: int = 200) -> Response:
+    return Response(json_bytes(body), status_code=status, media_type="application/json",
+                    headers={"Cache-Control": "no-store"})
+
+
+def outcome_response(status: int, diagnostics: str, code: str = "processing") -> Response:
+    return json_response(operation_outcome(diagnostics, code), status)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    clinic = clinic_from_settings(settings)
+    registry = build_registry(clinic)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        f = settings.fhir
+        app.state.fhir = FhirClient(
+            timeout=httpx.Timeout(f.deadline_seconds, connect=f.connect_timeout_seconds),
+            limits=httpx.Limits(max_connections=f.max_connections, max_keepalive_connections=f.max_connections))
+        app.state.pipeline = OrderHookPipeline(clinic, f, app.state.fhir, app.state.fhir_allowlist, app.state.reuse)
+        try:
+            yield
+        finally:
+            await app.state.fhir.aclose()
+
+    app = FastAPI(title="hematotox-cds", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.clinic = clinic
+    app.state.registry = registry
+    app.state.reuse = ReuseCache(settings.cache.ttl_seconds, settings.cache.max_entries)  # service/web/reuse.py
+    app.include_router(ops_router)  # /healthz, /readyz, /metrics: outside the JWT check
+    install_security(app, settings)  # JWT on /cds-services*, CORS, body limit, headers (service/web/security.py)
+    app.include_router(feedback_router(settings))  # POST /cds-services/{id}/feedback
+    install_openapi(app, [s.id for s in registry])
+
+    @app.exception_handler(CDSHookError)
+    async def _cds_error(_: Request, exc: CDSHookError) -> Response:
+        return json_response(exc.outcome(), exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        code = "not-found" if exc.status_code == 404 else "processing"
+        return outcome_response(exc.status_code, str(exc.detail), code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
+        return outcome_response(400, "request is not valid", "invalid")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("unhandled error")  # the trace goes to our log, never to the caller
+        return outcome_response(500, "internal error", "exception")
+
+    @app.get("/cds-services")
+    async def discovery() -> Response:
+        return json_response(registry.discovery())
+
+    @app.post("/cds-services/{service_id}", openapi_extra=json_request_body(hook_request_schema(ORDER_HOOKS)))
+    async def call_service(service_id: str, request: Request) -> Response:
+        service = registry.get(service_id)
+        if service is None:
+            raise CDSHookError(404, "not-found", f"no CDS service with id '{service_id}'")
+        answer = await app.state.pipeline.run(service, await request.body(), issuer_of(request.state))
+        return json_response(answer.body, answer.status)
+
+    return app

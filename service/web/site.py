@@ -1,0 +1,32 @@
+"""The site's configuration of the clinical rules: settings → `Clinic`, read once at start-up."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from service.cards.order_hooks import Clinic, prefetch_templates
+from service.cards.suggestions import DEFAULT_DRUGS, Drug
+from service.clinical.labs import LabRules
+from service.clinical.valuesets import value_sets
+from service.web.settings import Settings
+
+
+def clinic_from_settings(s: Settings) -> Clinic:
+    c = s.clinical
+    vs = value_sets(c.extra_loinc, c.extra_ld_rxnorm)
+    rules = LabRules(
+        tz=ZoneInfo(s.service.timezone),
+        lookback_days=c.lookback_days,
+        inclusive_boundaries=c.inclusive_boundaries,
+        accept_preliminary=c.accept_preliminary,
+        # str() first: a TOML float such as 0.1 must become Decimal("0.1"), not its binary expansion.
+        configured_factors={k: Decimal(str(v)) for k, v in c.unit_factors.items()},
+    )
+    r = s.recommendations
+    drugs = {**DEFAULT_DRUGS, **{k: Drug(d.rxnorm, d.display, d.dose) for k, d in r.drugs.items()}}
+    return Clinic(vs, rules, prefetch_templates(vs),
+                  ferritin_uln=None if c.ferritin_uln_ng_ml is None else Decimal(str(c.ferritin_uln_ng_ml)),
+                  disabled=frozenset(r.disabled), indeterminate_as_high=r.treat_indeterminate_as_high,
+                  drugs=drugs, monitoring=r.monitoring_schedule, m_easix_crp_mg_per_l=r.m_easix_crp_mg_per_l,
+                  extra_diabetes_snomed=frozenset(c.extra_diabetes_snomed))
