@@ -53,8 +53,7 @@ def main() -> None:
 
     from service.web.cli import SERVER_OPTIONS
 
-    uvicorn.run("bench.bare_app:create_app", factory=True, host=args.host, port=args.port, workers=1,
-                **SERVER_OPTIONS)
+    uvicorn.run("bench.bare_app:create_app", factory=True, host=args.host, port=args.port, workers=1, **SERVER_OPTIONS)
 
 
 if __name__ == "__main__":

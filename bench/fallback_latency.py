@@ -19,6 +19,7 @@ lifespan running, so the app's own FhirClient and connection pool are used), and
 service's queries on its own N times with a FhirClient, and prints p50/p95 of each and the ratio
 hook / slowest single query. Every hook must answer 200 with the risk card.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,8 @@ import sys
 import tempfile
 import time
 import uuid
-from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,8 +110,12 @@ def fhir_server():
     with tempfile.TemporaryDirectory(prefix="sekmet-bench-") as tmp:
         port = free_port()
         with open(Path(tmp) / "server.log", "wb") as log:
-            process = subprocess.Popen([str(script), "serve", str(port), f"{tmp}/data"], stdout=log,
-                                       stderr=subprocess.STDOUT, env={**os.environ, "FHIR_SERVER_TOKEN": token})
+            process = subprocess.Popen(
+                [str(script), "serve", str(port), f"{tmp}/data"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "FHIR_SERVER_TOKEN": token},
+            )
         try:
             base = f"http://127.0.0.1:{port}/fhir"
             wait_for(base, process)
@@ -164,10 +169,8 @@ def proxy_main(port: int, upstream: str, delay_ms: float) -> None:
         except ConnectionError:
             pass
         queue.put_nowait(None)
-        try:
+        with suppress(ConnectionError):
             await sender
-        except ConnectionError:
-            pass
 
     async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         upstream_reader, upstream_writer = await asyncio.open_connection(up.host, up.port or 80)
@@ -188,18 +191,35 @@ def load_patient(base: str, token: str | None, t0: datetime) -> tuple[str, list[
     patient = f"bench-{uuid.uuid4().hex[:12]}"
     resources: list[dict] = [{"resourceType": "Patient", "id": patient, "birthDate": "1961-05-04", "gender": "male"}]
     for analyte, (code, unit, values) in ANALYTES.items():
-        for days, value in zip(DAYS_BEFORE, values):
-            resources.append({
-                "resourceType": "Observation", "id": f"{patient}-{analyte}-{days}", "status": "final",
-                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                          "code": "laboratory"}]}],
-                "code": {"coding": [{"system": LOINC, "code": code}]},
-                "subject": {"reference": f"Patient/{patient}"},
-                "effectiveDateTime": (t0 - timedelta(days=days, hours=3)).isoformat(),
-                "valueQuantity": {"value": value, "unit": unit, "system": UCUM, "code": unit},
-            })
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in resources]}
+        for days, value in zip(DAYS_BEFORE, values, strict=False):
+            resources.append(
+                {
+                    "resourceType": "Observation",
+                    "id": f"{patient}-{analyte}-{days}",
+                    "status": "final",
+                    "category": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                    "code": "laboratory",
+                                }
+                            ]
+                        }
+                    ],
+                    "code": {"coding": [{"system": LOINC, "code": code}]},
+                    "subject": {"reference": f"Patient/{patient}"},
+                    "effectiveDateTime": (t0 - timedelta(days=days, hours=3)).isoformat(),
+                    "valueQuantity": {"value": value, "unit": unit, "system": UCUM, "code": unit},
+                }
+            )
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in resources
+        ],
+    }
     headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -217,19 +237,39 @@ def delete(base: str, token: str | None, loaded: list[tuple[str, str]]) -> None:
 
 
 def hook_request(patient: str, base: str, token: str | None, t0: datetime) -> dict:
-    orders = [{"resourceType": "MedicationRequest", "id": f"ld{i}", "status": "draft", "intent": "order",
-               "subject": {"reference": f"Patient/{patient}"},
-               "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
-                                                         "code": code, "display": name}], "text": name},
-               "dosageInstruction": [{"timing": {"repeat": {"boundsPeriod": {"start": t0.isoformat()}}}}]}
-              for i, (code, name) in enumerate((("24698", "fludarabine"), ("3002", "cyclophosphamide")), 1)]
-    req = {"hook": "order-sign", "hookInstance": str(uuid.uuid4()), "fhirServer": base,
-           "context": {"userId": "Practitioner/bench", "patientId": patient,
-                       "draftOrders": {"resourceType": "Bundle", "type": "collection",
-                                       "entry": [{"resource": o} for o in orders]}}}
+    orders = [
+        {
+            "resourceType": "MedicationRequest",
+            "id": f"ld{i}",
+            "status": "draft",
+            "intent": "order",
+            "subject": {"reference": f"Patient/{patient}"},
+            "medicationCodeableConcept": {
+                "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": code, "display": name}],
+                "text": name,
+            },
+            "dosageInstruction": [{"timing": {"repeat": {"boundsPeriod": {"start": t0.isoformat()}}}}],
+        }
+        for i, (code, name) in enumerate((("24698", "fludarabine"), ("3002", "cyclophosphamide")), 1)
+    ]
+    req = {
+        "hook": "order-sign",
+        "hookInstance": str(uuid.uuid4()),
+        "fhirServer": base,
+        "context": {
+            "userId": "Practitioner/bench",
+            "patientId": patient,
+            "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": o} for o in orders]},
+        },
+    }
     if token:
-        req["fhirAuthorization"] = {"access_token": token, "token_type": "Bearer", "expires_in": 300,
-                                    "scope": "patient/*.read", "subject": "hematotox-cds"}
+        req["fhirAuthorization"] = {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "patient/*.read",
+            "subject": "hematotox-cds",
+        }
     return req
 
 
@@ -251,9 +291,11 @@ async def time_hooks(base: str, token: str | None, patient: str, t0: datetime, n
     from service.web.app import create_app
     from service.web.settings import Settings
 
-    settings = Settings(service={"development_mode": True, "timezone": "UTC"},
-                        fhir={"allowed_servers": [base], "deadline_seconds": 10.0},
-                        feedback={"sqlite_path": f"{tmp}/feedback.sqlite3"})
+    settings = Settings(
+        service={"development_mode": True, "timezone": "UTC"},
+        fhir={"allowed_servers": [base], "deadline_seconds": 10.0},
+        feedback={"sqlite_path": f"{tmp}/feedback.sqlite3"},
+    )
     app = create_app(settings)
     stages = _StageTimes()
     hook_log = logging.getLogger("hematotox.hook")
@@ -266,8 +308,9 @@ async def time_hooks(base: str, token: str | None, patient: str, t0: datetime, n
             async with httpx.AsyncClient(transport=transport, base_url="http://hematotox.bench") as client:
                 for i in range(n + 3):  # 3 warm-up hooks
                     started = time.perf_counter()
-                    response = await client.post("/cds-services/hematotox-order-sign",
-                                                 json=hook_request(patient, base, token, t0))
+                    response = await client.post(
+                        "/cds-services/hematotox-order-sign", json=hook_request(patient, base, token, t0)
+                    )
                     elapsed = time.perf_counter() - started
                     if response.status_code != 200 or not response.json().get("cards"):
                         raise SystemExit(f"hook failed: HTTP {response.status_code} {response.text[:500]}")
@@ -314,10 +357,14 @@ def report(mode: str, hooks: dict, queries: dict[str, list[float]]) -> dict:
     slow50 = pct(queries[slowest], 50)
     total50 = sum(pct(v, 50) for v in queries.values())
     hook50 = pct(hooks["hook"], 50)
-    print(f"slowest single query: {slowest} (p50 {slow50 * ms:.1f} ms); sum of all {len(queries)} "
-          f"single-query p50s: {total50 * ms:.1f} ms")
-    print(f"ratio hook p50 / slowest query p50 = {hook50 / slow50:.2f}; hook p50 / sum of queries = "
-          f"{hook50 / total50:.2f}")
+    print(
+        f"slowest single query: {slowest} (p50 {slow50 * ms:.1f} ms); sum of all {len(queries)} "
+        f"single-query p50s: {total50 * ms:.1f} ms"
+    )
+    print(
+        f"ratio hook p50 / slowest query p50 = {hook50 / slow50:.2f}; hook p50 / sum of queries = "
+        f"{hook50 / total50:.2f}"
+    )
     return {"hook_p50": hook50, "slowest": slow50, "sum": total50}
 
 
@@ -337,24 +384,35 @@ def main() -> None:
         proxy_main(int(args.proxy[0]), args.proxy[1], float(args.proxy[2]))
         return
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    t0 = (datetime.now(timezone.utc) + timedelta(days=1)).replace(microsecond=0)
+    t0 = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
     print("command:", " ".join([sys.executable, str(Path(__file__).resolve().relative_to(REPO)), *sys.argv[1:]]))
     with fhir_server() as (base, token), tempfile.TemporaryDirectory(prefix="hematotox-bench-") as tmp:
         patient, loaded = load_patient(base, token, t0)
-        print(f"FHIR server: {base} ({'external' if os.environ.get('FHIR_BASE_URL') else 'local sekmet-fhir'}); "
-              f"patient with {len(loaded) - 1} Observations; N={args.n} per mode")
+        print(
+            f"FHIR server: {base} ({'external' if os.environ.get('FHIR_BASE_URL') else 'local sekmet-fhir'}); "
+            f"patient with {len(loaded) - 1} Observations; N={args.n} per mode"
+        )
         try:
             direct = report("direct", *asyncio.run(measure(base, token, patient, t0, args.n, tmp)))
             with delaying_proxy(base, args.delay_ms) as proxied:
-                delayed = report(f"through a proxy adding {args.delay_ms:g} ms per response",
-                                 *asyncio.run(measure(proxied, token, patient, t0, args.n, tmp)))
+                delayed = report(
+                    f"through a proxy adding {args.delay_ms:g} ms per response",
+                    *asyncio.run(measure(proxied, token, patient, t0, args.n, tmp)),
+                )
         finally:
             if os.environ.get("FHIR_BASE_URL"):
                 delete(base, token, loaded)
-    print("\nsummary (p50): direct hook {:.1f} ms vs slowest query {:.1f} ms (sum {:.1f}); delayed hook {:.1f} ms "
-          "vs slowest query {:.1f} ms (sum {:.1f})".format(
-              direct["hook_p50"] * 1000, direct["slowest"] * 1000, direct["sum"] * 1000,
-              delayed["hook_p50"] * 1000, delayed["slowest"] * 1000, delayed["sum"] * 1000))
+    print(
+        "\nsummary (p50): direct hook {:.1f} ms vs slowest query {:.1f} ms (sum {:.1f}); delayed hook {:.1f} ms "
+        "vs slowest query {:.1f} ms (sum {:.1f})".format(
+            direct["hook_p50"] * 1000,
+            direct["slowest"] * 1000,
+            direct["sum"] * 1000,
+            delayed["hook_p50"] * 1000,
+            delayed["slowest"] * 1000,
+            delayed["sum"] * 1000,
+        )
+    )
 
 
 if __name__ == "__main__":

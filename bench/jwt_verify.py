@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from joserfc import jwt  # noqa: E402
-from joserfc.jwk import ECKey, RSAKey  # noqa: E402
+from joserfc import jwt
+from joserfc.jwk import ECKey, RSAKey
 
-from cds_hooks.jwt_auth import JwtVerifier, TrustedIssuer, VerifierConfig  # noqa: E402
+from cds_hooks.jwt_auth import JwtVerifier, TrustedIssuer, VerifierConfig
 
 ISSUER = "https://ehr.example.org"
 AUD = "https://cds.example.org/cds-services/hematotox-order-sign"
@@ -31,9 +31,15 @@ AUD = "https://cds.example.org/cds-services/hematotox-order-sign"
 
 def tokens(key, alg: str, n: int) -> list[str]:
     now = int(time.time())
-    return [jwt.encode({"alg": alg, "typ": "JWT", "kid": key.kid},
-                       {"iss": ISSUER, "aud": AUD, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())},
-                       key, algorithms=[alg]) for _ in range(n)]
+    return [
+        jwt.encode(
+            {"alg": alg, "typ": "JWT", "kid": key.kid},
+            {"iss": ISSUER, "aud": AUD, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())},
+            key,
+            algorithms=[alg],
+        )
+        for _ in range(n)
+    ]
 
 
 async def measure(verifier: JwtVerifier, batch: list[str]) -> list[float]:
@@ -52,8 +58,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "jwks.json"
         path.write_text(json.dumps({"keys": [es.as_dict(private=False), rs.as_dict(private=False)]}))
-        verifier = JwtVerifier([TrustedIssuer(ISSUER, jwks_file=str(path))],
-                               VerifierConfig(jti_cache_size=4 * n + 100))
+        verifier = JwtVerifier([TrustedIssuer(ISSUER, jwks_file=str(path))], VerifierConfig(jti_cache_size=4 * n + 100))
         print(f"{n} verifications each, keys from a local JWKS file")
         for alg, key in (("ES384", es), ("RS384", rs)):
             asyncio.run(measure(verifier, tokens(key, alg, 50)))  # warm-up

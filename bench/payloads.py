@@ -14,7 +14,7 @@ not one repeated string.
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ import orjson  # noqa: E402
 from tests.cases import hook_request, ld_orders, obs, prefetch_for, searchset  # noqa: E402
 
 PATIENT = "bench-patient-1"
-T0 = datetime(2026, 11, 21, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 # analyte: (LOINC, UCUM unit, base value); a small ripple is added per draw.
 ANALYTES = {
     "anc": ("751-8", "10*9/L", 2.6),

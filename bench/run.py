@@ -47,7 +47,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,8 +89,9 @@ def _on_server_cpu() -> None:
 @contextmanager
 def server(cmd: list[str], port: int, log: Path, env: dict[str, str]):
     with open(log, "wb") as out:
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env},
-                                   preexec_fn=_on_server_cpu, cwd=REPO)
+        process = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}, preexec_fn=_on_server_cpu, cwd=REPO
+        )
     try:
         until = time.monotonic() + 30
         while True:
@@ -142,15 +143,17 @@ def wait_until_quiet(limit: float) -> str:
         time.sleep(15)
         busy = busy_processes()
     load = os.getloadavg()[0]
-    return (f"{len(busy)} other test processes were running" if busy else "no other test processes") + \
-        f"; load average (1 min) at start {load:.2f}"
+    return (
+        f"{len(busy)} other test processes were running" if busy else "no other test processes"
+    ) + f"; load average (1 min) at start {load:.2f}"
 
 
 # ------------------------------------------------------------------------------------ wrk
 
 
-def wrk(url: str, body_file: Path, connections: int, seconds: float, path: str = SELECT,
-        same_core: bool = False) -> dict:
+def wrk(
+    url: str, body_file: Path, connections: int, seconds: float, path: str = SELECT, same_core: bool = False
+) -> dict:
     """One wrk run (1 thread) on CLIENT_CPU, or on the server's CPU with `same_core`."""
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(LUA), url]
     if same_core and pinned():
@@ -160,18 +163,23 @@ def wrk(url: str, body_file: Path, connections: int, seconds: float, path: str =
     line = next((x for x in run.stdout.splitlines() if x.startswith("WRK_JSON ")), None)
     if run.returncode != 0 or line is None:
         raise SystemExit(f"wrk failed ({run.returncode}): {run.stdout[-1000:]} {run.stderr[-1000:]}")
-    r = json.loads(line[len("WRK_JSON "):])
+    r = json.loads(line[len("WRK_JSON ") :])
     errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
     if errors:
         raise SystemExit(f"wrk saw {errors} errors (non-2xx {r['status']}, timeouts {r['timeout']}): {line}")
-    return {"rps": r["requests"] / (r["duration_us"] / 1e6), "requests": r["requests"],
-            **{k: r[k] / 1000 for k in ("p50", "p90", "p95", "p99", "max", "mean")}}
+    return {
+        "rps": r["requests"] / (r["duration_us"] / 1e6),
+        "requests": r["requests"],
+        **{k: r[k] / 1000 for k in ("p50", "p90", "p95", "p99", "max", "mean")},
+    }
 
 
 def median_of(runs: list[dict]) -> dict:
     out = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    out["spread"] = {k: (max(r[k] for r in runs) - min(r[k] for r in runs)) / out[k] if out[k] else 0.0
-                     for k in ("rps", "p50", "p99")}
+    out["spread"] = {
+        k: (max(r[k] for r in runs) - min(r[k] for r in runs)) / out[k] if out[k] else 0.0
+        for k in ("rps", "p50", "p99")
+    }
     out["runs"] = runs
     return out
 
@@ -196,14 +204,14 @@ def fallback(service: str, n: int, delay_ms: float, tmp: Path, log: Path, rounds
 
     import bench.fallback_latency as fb
 
-    t0 = (datetime.now(timezone.utc) + timedelta(days=1)).replace(microsecond=0)
+    t0 = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
     per_round: dict[str, list[dict]] = {"direct": [], "delayed": []}
     with fb.fhir_server() as (base, token):
         patient, loaded = fb.load_patient(base, token, t0)
         try:
             for _ in range(rounds):
                 for mode, delay in (("direct", 0.0), ("delayed", delay_ms)):
-                    with (fb.delaying_proxy(base, delay) if delay else _same(base)) as fhir:
+                    with fb.delaying_proxy(base, delay) if delay else _same(base) as fhir:
                         hooks = []
                         with httpx.Client(base_url=service, timeout=30) as client:
                             for i in range(n + 3):  # 3 warm-up hooks
@@ -219,10 +227,17 @@ def fallback(service: str, n: int, delay_ms: float, tmp: Path, log: Path, rounds
                         queries = asyncio.run(fb.time_queries(fhir, token, patient, n_queries))
                     p50s = {k: fb.pct(v, 50) * 1000 for k, v in queries.items()}
                     slowest = max(p50s, key=p50s.__getitem__)
-                    per_round[mode].append({
-                        "hook_p50": fb.pct(hooks, 50) * 1000, "hook_p95": fb.pct(hooks, 95) * 1000,
-                        "fetch_p50": statistics.median(fetch), "slowest_key": slowest, "slowest_p50": p50s[slowest],
-                        "sum_p50": sum(p50s.values()), "queries_p50": p50s})
+                    per_round[mode].append(
+                        {
+                            "hook_p50": fb.pct(hooks, 50) * 1000,
+                            "hook_p95": fb.pct(hooks, 95) * 1000,
+                            "fetch_p50": statistics.median(fetch),
+                            "slowest_key": slowest,
+                            "slowest_p50": p50s[slowest],
+                            "sum_p50": sum(p50s.values()),
+                            "queries_p50": p50s,
+                        }
+                    )
                 d, x = per_round["direct"][-1], per_round["delayed"][-1]
                 d["ratio"] = d["hook_p50"] / d["slowest_p50"]
                 x["ratio"] = x["hook_p50"] / x["slowest_p50"]
@@ -311,12 +326,16 @@ def report(res: dict, args: argparse.Namespace) -> str:
     for n in SIZES:
         s, b = sc[n]["service"], sc[n]["bare"]
         lines.append(
-            f"| 3 | {n} Observations ({res['bytes'][n] / 1024:.0f} KB): one in flight (same core) p50 / p99 (ms); req/s at "
+            f"| 3 | {n} Observations ({res['bytes'][n] / 1024:.0f} KB): one in flight (same core) p50 / p99 (ms); "
+            f"req/s at "
             f"{c} conn. | {ms(s['p50'])} / {ms(s['p99'])}; {sc[n]['service_load']['rps']:.0f} req/s | "
-            f"{ms(b['p50'])} / {ms(b['p99'])} | {s['p50'] / b['p50']:.2f} (p50) | | |")
+            f"{ms(b['p50'])} / {ms(b['p99'])} | {s['p50'] / b['p50']:.2f} (p50) | | |"
+        )
     scale_ratio = sc[1000]["service"]["p50"] / sc[35]["service"]["p50"]
-    lines.append(f"| 3 | 1,000 vs 35 Observations (one in flight, p50) | {scale_ratio:.1f}× | "
-                 f"{sc[1000]['bare']['p50'] / sc[35]['bare']['p50']:.1f}× | | ≤ 10× | {verdict(scale_ratio <= 10)} |")
+    lines.append(
+        f"| 3 | 1,000 vs 35 Observations (one in flight, p50) | {scale_ratio:.1f}× | "
+        f"{sc[1000]['bare']['p50'] / sc[35]['bare']['p50']:.1f}× | | ≤ 10× | {verdict(scale_ratio <= 10)} |"
+    )
     fb = res.get("fallback")
     if fb:
         for mode in ("direct", "delayed"):
@@ -325,18 +344,27 @@ def report(res: dict, args: argparse.Namespace) -> str:
             target = "≤ 1.3×" if mode == "delayed" else ""
             ok = verdict(f["ratio"] <= 1.3) if mode == "delayed" else ""
             fetch = f"; fetch stage {ms(f['fetch_p50'])}" if f.get("fetch_p50") is not None else ""
-            floor = (f"; vs the serial floor {ms(f['serial_floor'])} (slowest + the other nine, sekmet answers one "
-                     f"at a time): {f['ratio_to_floor']:.2f}×") if "serial_floor" in f else ""
+            floor = (
+                (
+                    f"; vs the serial floor {ms(f['serial_floor'])} (slowest + the other nine, sekmet answers one "
+                    f"at a time): {f['ratio_to_floor']:.2f}×"
+                )
+                if "serial_floor" in f
+                else ""
+            )
             lo, hi = f["ratio_range"]
             lines.append(
                 f"| 4 | no prefetch, 10 keys from sekmet-fhir ({what}): hook p50 / p95 (ms) vs slowest single query "
                 f"p50 ({f['slowest_key']}) | {ms(f['hook_p50'])} / {ms(f['hook_p95'])}{fetch} | "
                 f"{ms(f['slowest_p50'])} (sum of all 10: {ms(f['sum_p50'])}) | {f['ratio']:.2f}× ({lo:.2f}–{hi:.2f})"
-                f"{floor} | {target} | {ok} |")
+                f"{floor} | {target} | {ok} |"
+            )
     m = res["memory"]
-    lines.append(f"| 5 | peak RSS of the worker (MiB; idle after start) | {m['service']['VmHWM']:.0f} "
-                 f"({m['service_idle']['VmRSS']:.0f}) | {m['bare']['VmHWM']:.0f} ({m['bare_idle']['VmRSS']:.0f}) | "
-                 f"{m['service']['VmHWM'] / m['bare']['VmHWM']:.2f} | | |")
+    lines.append(
+        f"| 5 | peak RSS of the worker (MiB; idle after start) | {m['service']['VmHWM']:.0f} "
+        f"({m['service_idle']['VmRSS']:.0f}) | {m['bare']['VmHWM']:.0f} ({m['bare_idle']['VmRSS']:.0f}) | "
+        f"{m['service']['VmHWM'] / m['bare']['VmHWM']:.2f} | | |"
+    )
     return "\n".join(lines)
 
 
@@ -352,8 +380,12 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=50.0, help="delay the proxy adds to every FHIR response")
     parser.add_argument("--no-fallback", action="store_true", help="skip item 4 (no FHIR server)")
     parser.add_argument("--quick", action="store_true", help="2 s runs, 1 repeat, 10 fallback hooks (a smoke test)")
-    parser.add_argument("--wait-quiet", type=float, default=600.0,
-                        help="wait up to this many seconds for other test runs (pytest) to end before measuring")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=600.0,
+        help="wait up to this many seconds for other test runs (pytest) to end before measuring",
+    )
     parser.add_argument("--json", type=Path, help="also write every number to this file")
     args = parser.parse_args()
     if args.quick:
@@ -363,9 +395,11 @@ def main() -> None:
     if pinned():
         os.sched_setaffinity(0, {CLIENT_CPU})  # wrk, the FHIR server and the proxy inherit it
 
-    res: dict = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                 "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-                            f"Python {platform.python_version()}"}
+    res: dict = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}",
+    }
     with tempfile.TemporaryDirectory(prefix="hematotox-bench-") as tmpdir:
         tmp = Path(tmpdir)
         files, res["bytes"] = {}, {}
@@ -375,18 +409,28 @@ def main() -> None:
             res["bytes"][n] = files[n].stat().st_size
         sport, bport = free_port(), free_port()
         service_url, bare_url = f"http://127.0.0.1:{sport}", f"http://127.0.0.1:{bport}"
-        service_env = {"HEMATOTOX_CONFIG": str(CONFIG),
-                       "HEMATOTOX_FEEDBACK__SQLITE_PATH": str(tmp / "feedback.sqlite3")}
+        service_env = {
+            "HEMATOTOX_CONFIG": str(CONFIG),
+            "HEMATOTOX_FEEDBACK__SQLITE_PATH": str(tmp / "feedback.sqlite3"),
+        }
         service_log = tmp / "service.log"
-        with server([str(BIN / "hematotox-cds"), "serve", "--host", "127.0.0.1", "--port", str(sport),
-                     "--workers", "1"], sport, service_log, service_env) as svc:
+        with server(
+            [str(BIN / "hematotox-cds"), "serve", "--host", "127.0.0.1", "--port", str(sport), "--workers", "1"],
+            sport,
+            service_log,
+            service_env,
+        ) as svc:
             res["memory"] = {"service_idle": memory(svc.pid)}
             answer = check_answer(service_url, SELECT, files[35].read_bytes())
             for n in SIZES:
                 check_answer(service_url, SELECT, files[n].read_bytes())
             (tmp / "answer.json").write_bytes(answer)
-            with server([sys.executable, str(REPO / "bench" / "bare_app.py"), "--port", str(bport)], bport,
-                        tmp / "bare.log", {"BARE_RESPONSE_FILE": str(tmp / "answer.json")}) as bare:
+            with server(
+                [sys.executable, str(REPO / "bench" / "bare_app.py"), "--port", str(bport)],
+                bport,
+                tmp / "bare.log",
+                {"BARE_RESPONSE_FILE": str(tmp / "answer.json")},
+            ) as bare:
                 res["memory"]["bare_idle"] = memory(bare.pid)
                 check_answer(bare_url, SELECT, files[35].read_bytes())
                 res["quiet"] = wait_until_quiet(args.wait_quiet)
@@ -397,32 +441,48 @@ def main() -> None:
                 def measure(connections: int, n: int, same_core: bool = False) -> dict:
                     runs: dict[str, list] = {"service": [], "bare": []}
                     for _ in range(args.repeat):
-                        runs["service"].append(wrk(service_url, files[n], connections, args.duration, same_core=same_core))
+                        runs["service"].append(
+                            wrk(service_url, files[n], connections, args.duration, same_core=same_core)
+                        )
                         runs["bare"].append(wrk(bare_url, files[n], connections, args.duration, same_core=same_core))
                     return {k: median_of(v) for k, v in runs.items()}
 
                 res["load"] = measure(args.connections, 35)
-                print(f"1. throughput: service {res['load']['service']['rps']:.0f} req/s, "
-                      f"bare {res['load']['bare']['rps']:.0f} req/s", file=sys.stderr)
+                print(
+                    f"1. throughput: service {res['load']['service']['rps']:.0f} req/s, "
+                    f"bare {res['load']['bare']['rps']:.0f} req/s",
+                    file=sys.stderr,
+                )
                 # One in flight: wrk on the server's core. Across cores, every request wakes an idle vCPU
                 # and this VM (cpuidle haltpoll) adds 2-5 ms to ~10 % of them, bare app alike; the
                 # cross-core figures are reported beside.
                 res["one"] = measure(1, 35, same_core=True)
                 res["one_cross"] = measure(1, 35)
-                print(f"2. one in flight: service p50 {res['one']['service']['p50']:.2f} ms "
-                      f"p99 {res['one']['service']['p99']:.2f} ms", file=sys.stderr)
+                print(
+                    f"2. one in flight: service p50 {res['one']['service']['p50']:.2f} ms "
+                    f"p99 {res['one']['service']['p99']:.2f} ms",
+                    file=sys.stderr,
+                )
                 res["scale"] = {35: {**res["one"]}}
                 res["scale"][35]["service_load"] = res["load"]["service"]
                 for n in SIZES[1:]:
                     wrk(service_url, files[n], 1, 1, same_core=True)
                     res["scale"][n] = measure(1, n, same_core=True)
                     res["scale"][n]["service_load"] = median_of(
-                        [wrk(service_url, files[n], args.connections, args.duration) for _ in range(args.repeat)])
+                        [wrk(service_url, files[n], args.connections, args.duration) for _ in range(args.repeat)]
+                    )
                     print(f"3. {n} Observations: p50 {res['scale'][n]['service']['p50']:.2f} ms", file=sys.stderr)
                 res["memory"]["bare"] = memory(bare.pid)
             if not args.no_fallback:
-                res["fallback"] = fallback(service_url, args.fallback_n, args.delay_ms, tmp, service_log,
-                                           rounds=args.repeat, n_queries=max(5, args.fallback_n // 2))
+                res["fallback"] = fallback(
+                    service_url,
+                    args.fallback_n,
+                    args.delay_ms,
+                    tmp,
+                    service_log,
+                    rounds=args.repeat,
+                    n_queries=max(5, args.fallback_n // 2),
+                )
                 print(f"4. fallback: ratio {res['fallback']['delayed']['ratio']:.2f}", file=sys.stderr)
             res["memory"]["service"] = memory(svc.pid)
     table = report(res, args)

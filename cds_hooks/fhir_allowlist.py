@@ -85,7 +85,7 @@ def _split_host_port(netloc: str, scheme: str, allow_any_port: bool) -> tuple[st
         end = netloc.find("]")
         if end < 0:
             return None, None
-        host, rest = netloc[: end + 1].lower(), netloc[end + 1:]
+        host, rest = netloc[: end + 1].lower(), netloc[end + 1 :]
         if not _IPV6.match(host):
             return None, None
     else:
@@ -147,8 +147,9 @@ def _under(candidate: ServerUrl, entry: ServerUrl) -> bool:
     )
 
 
-def fhir_server_refusal(allowlist: FhirServerAllowlist, fhir_server: str | None, lacking: set[str],
-                        required: set[str]) -> tuple[dict | None, str | None]:
+def fhir_server_refusal(
+    allowlist: FhirServerAllowlist, fhir_server: str | None, lacking: set[str], required: set[str]
+) -> tuple[dict | None, str | None]:
     """Decide whether `fhir_server` may be contacted for the keys the prefetch lacks.
 
     Returns (412 OperationOutcome, None) when a *required* key would have to come from a server that

@@ -6,6 +6,7 @@ misbehaving server costs at most the hook's budget. Failures are typed (`FhirErr
 their `reason` is safe to log or show: it never contains a token, a URL query or a response body.
 Paging never returns partial data silently, because incomplete lab data can look like a normal result.
 """
+
 from __future__ import annotations
 
 import asyncio

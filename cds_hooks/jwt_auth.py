@@ -45,12 +45,22 @@ from joserfc.jwt import JWTClaimsRegistry
 
 log = logging.getLogger("hematotox.auth")
 
-ALLOWED_ALGORITHMS = frozenset({
-    "ES256", "ES384", "ES512",
-    "RS256", "RS384", "RS512",
-    "PS256", "PS384", "PS512",
-    "EdDSA", "Ed25519", "Ed448",
-})
+ALLOWED_ALGORITHMS = frozenset(
+    {
+        "ES256",
+        "ES384",
+        "ES512",
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "EdDSA",
+        "Ed25519",
+        "Ed448",
+    }
+)
 MAX_TOKEN_BYTES = 16 * 1024
 MIN_RSA_BITS = 2048
 _ASYMMETRIC_KTY = {"EC", "RSA", "OKP"}
@@ -162,8 +172,9 @@ class _Source:
                 keys = self._read_file() if self.is_file else await self._fetch()
             except (OSError, ValueError, TypeError, httpx.HTTPError, JoseError) as exc:
                 # Keep the keys we have (if any): a token with a known kid still verifies.
-                log.warning("jwks refresh failed", extra={"event": {
-                    "jwks": self.location, "error": type(exc).__name__}})
+                log.warning(
+                    "jwks refresh failed", extra={"event": {"jwks": self.location, "error": type(exc).__name__}}
+                )
                 return
             self._keys = keys
             self._loaded_at = time.monotonic()
@@ -196,8 +207,14 @@ class _IssuerKeys:
 class JwtVerifier:
     """`await verify(token, audiences)` -> VerifiedToken, or AuthError."""
 
-    def __init__(self, issuers: Iterable[TrustedIssuer], config: VerifierConfig | None = None, *,
-                 http_client: httpx.AsyncClient | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        issuers: Iterable[TrustedIssuer],
+        config: VerifierConfig | None = None,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config or VerifierConfig()
         self._clock = clock
         self._client = http_client
@@ -222,7 +239,8 @@ class JwtVerifier:
             self._issuers[issuer.issuer] = _IssuerKeys(issuer.issuer, configured, frozenset(issuer.jku_allowlist))
         # (iss, jti) -> the time (clock) after which the token can no longer be accepted.
         self._seen: cachetools.TLRUCache = cachetools.TLRUCache(
-            maxsize=self.config.jti_cache_size, ttu=lambda _key, expires, _now: expires, timer=self._clock)
+            maxsize=self.config.jti_cache_size, ttu=lambda _key, expires, _now: expires, timer=self._clock
+        )
         self._full_warned = False
 
     @property
@@ -247,8 +265,11 @@ class JwtVerifier:
         if self._client is None:
             timeout = self.config.fetch_timeout_seconds
             self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)), follow_redirects=False,
-                limits=httpx.Limits(max_connections=10), headers={"User-Agent": "hematotox-cds"})
+                timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=10),
+                headers={"User-Agent": "hematotox-cds"},
+            )
         return self._client
 
     async def aclose(self) -> None:
@@ -318,10 +339,13 @@ class JwtVerifier:
         cfg = self.config
         now = self._clock()
         registry = JWTClaimsRegistry(
-            now=int(now), leeway=cfg.leeway_seconds,
+            now=int(now),
+            leeway=cfg.leeway_seconds,
             iss={"essential": True, "value": issuer},
             aud={"essential": True, "values": audiences},
-            exp={"essential": True}, iat={"essential": True}, jti={"essential": True},
+            exp={"essential": True},
+            iat={"essential": True},
+            jti={"essential": True},
         )
         try:
             registry.validate(claims)
@@ -341,6 +365,8 @@ class JwtVerifier:
         self._seen.expire()
         if len(self._seen) >= self._seen.maxsize and not self._full_warned:
             self._full_warned = True
-            log.warning("jti cache full: the oldest entries are dropped, replay detection is weakened; "
-                        "raise auth.jti_cache_size")
+            log.warning(
+                "jti cache full: the oldest entries are dropped, replay detection is weakened; "
+                "raise auth.jti_cache_size"
+            )
         self._seen[key] = expires

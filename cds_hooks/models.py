@@ -13,12 +13,11 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
-
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -92,7 +91,7 @@ def json_problems(value: Any, path: str, *, allow_empty: bool, allow_null: bool 
         if v is None:
             if not allow_null:
                 problems.append(f"{where}: null")
-        elif isinstance(v, bool) or isinstance(v, int):
+        elif isinstance(v, (bool, int)):
             continue
         elif isinstance(v, float):
             if not math.isfinite(v):
@@ -253,11 +252,16 @@ def _read_draft_orders(raw: Any) -> list[tuple[dict, Any]]:
     elif isinstance(raw, list):
         items = raw
     else:
-        raise CDSHookError(400, "invalid", "context.draftOrders must be a Bundle or an array of resources",
-                           expression=["context.draftOrders"])
+        raise CDSHookError(
+            400,
+            "invalid",
+            "context.draftOrders must be a Bundle or an array of resources",
+            expression=["context.draftOrders"],
+        )
     if not isinstance(items, list):
-        raise CDSHookError(400, "invalid", "context.draftOrders.entry must be an array",
-                           expression=["context.draftOrders.entry"])
+        raise CDSHookError(
+            400, "invalid", "context.draftOrders.entry must be an array", expression=["context.draftOrders.entry"]
+        )
     pairs: list[tuple[dict, Any]] = []
     for item in items:
         if not isinstance(item, dict):
@@ -275,8 +279,9 @@ def _read_selections(raw: Any) -> list[str]:
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list):
-        raise CDSHookError(400, "invalid", "context.selections must be an array of references",
-                           expression=["context.selections"])
+        raise CDSHookError(
+            400, "invalid", "context.selections must be an array of references", expression=["context.selections"]
+        )
     return [s.strip() for s in raw if isinstance(s, str) and s.strip()]
 
 
@@ -293,11 +298,17 @@ def order_context(request: HookRequest) -> OrderContext:
     issues: list[Issue] = []
     patient_id = ctx.get("patientId")
     if not isinstance(patient_id, str) or not patient_id.strip():
-        issues.append(Issue(f"context.patientId (a non-empty string) is required for {hook}", "required",
-                            expression=("context.patientId",)))
+        issues.append(
+            Issue(
+                f"context.patientId (a non-empty string) is required for {hook}",
+                "required",
+                expression=("context.patientId",),
+            )
+        )
     if ctx.get("draftOrders") is None:
-        issues.append(Issue(f"context.draftOrders is required for {hook}", "required",
-                            expression=("context.draftOrders",)))
+        issues.append(
+            Issue(f"context.draftOrders is required for {hook}", "required", expression=("context.draftOrders",))
+        )
     if issues:
         first, *more = issues
         raise CDSHookError(400, first.code, first.diagnostics, expression=first.expression, more=more)
@@ -321,7 +332,7 @@ def selected_orders(ctx: OrderContext) -> list[dict]:
     wanted: set[str] = set()
     for sel in ctx.selections:
         wanted |= _ref_forms(sel)
-    return [order for order, refs in zip(ctx.draft_orders, ctx.order_refs) if refs & wanted]
+    return [order for order, refs in zip(ctx.draft_orders, ctx.order_refs, strict=False) if refs & wanted]
 
 
 # =========================================================================== response side
@@ -532,7 +543,7 @@ class FeedbackItem(_In):
     def _as_utc(cls, v: datetime) -> datetime:
         # The spec says UTC; a client that drops the "Z" still means UTC.
         try:
-            return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc)
+            return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
         except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 has no UTC datetime
             raise ValueError("outcomeTimestamp is out of range") from None
 

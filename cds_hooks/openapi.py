@@ -57,15 +57,21 @@ def hook_request_schema(hooks: Iterable[str]) -> dict[str, Any]:
                 "type": "object",
                 "required": ["access_token", "token_type", "expires_in", "scope", "subject"],
                 "properties": {
-                    "access_token": _STR, "token_type": {"type": "string", "enum": ["Bearer"]}, "expires_in": {"type": "integer"},
-                    "scope": _STR, "subject": _STR, "patient": _STR,
+                    "access_token": _STR,
+                    "token_type": {"type": "string", "enum": ["Bearer"]},
+                    "expires_in": {"type": "integer"},
+                    "scope": _STR,
+                    "subject": _STR,
+                    "patient": _STR,
                 },
             },
             "context": {
                 "type": "object",
                 "required": ["patientId", "draftOrders"],
                 "properties": {
-                    "userId": _STR, "patientId": _STR, "encounterId": _STR,
+                    "userId": _STR,
+                    "patientId": _STR,
+                    "encounterId": _STR,
                     "selections": {"type": "array", "items": _STR},
                     "draftOrders": _BUNDLE,
                 },
@@ -93,7 +99,8 @@ FEEDBACK_REQUEST_SCHEMA: dict[str, Any] = {
                     "card": _STR,
                     "outcome": {"type": "string", "enum": ["accepted", "overridden"]},
                     "acceptedSuggestions": {
-                        "type": "array", "minItems": 1,
+                        "type": "array",
+                        "minItems": 1,
                         "items": {"type": "object", "required": ["id"], "properties": {"id": _STR}},
                     },
                     "overrideReason": {

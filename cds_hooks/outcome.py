@@ -17,16 +17,41 @@ from dataclasses import dataclass, field
 # FHIR R4 value sets (http://hl7.org/fhir/R4/valueset-issue-severity.html and
 # valueset-issue-type.html), both bound "required": anything else makes an invalid resource.
 ISSUE_SEVERITIES = frozenset({"fatal", "error", "warning", "information"})
-ISSUE_TYPES = frozenset({
-    "invalid", "structure", "required", "value", "invariant",
-    "security", "login", "unknown", "expired", "forbidden", "suppressed",
-    "processing", "not-supported", "duplicate", "multiple-matches", "not-found",
-    "deleted", "too-long", "code-invalid", "extension", "too-costly",
-    "business-rule", "conflict",
-    "transient", "lock-error", "no-store", "exception", "timeout", "incomplete",
-    "throttled",
-    "informational",
-})
+ISSUE_TYPES = frozenset(
+    {
+        "invalid",
+        "structure",
+        "required",
+        "value",
+        "invariant",
+        "security",
+        "login",
+        "unknown",
+        "expired",
+        "forbidden",
+        "suppressed",
+        "processing",
+        "not-supported",
+        "duplicate",
+        "multiple-matches",
+        "not-found",
+        "deleted",
+        "too-long",
+        "code-invalid",
+        "extension",
+        "too-costly",
+        "business-rule",
+        "conflict",
+        "transient",
+        "lock-error",
+        "no-store",
+        "exception",
+        "timeout",
+        "incomplete",
+        "throttled",
+        "informational",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

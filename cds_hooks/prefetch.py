@@ -10,6 +10,7 @@ keys obtained earlier (e.g. by an earlier hook of the same workflow), used inste
 remaining pages cannot matter. Without a stop, paging past `max_pages` is an error, never a silent
 truncation.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -345,9 +346,7 @@ class _Fetcher:
             except FhirNotFound:
                 return _Fetched([], 1, [])  # the server says it does not exist: absent, like `null`
             return _Fetched([resource], 1, [])
-        result = await self.client.search(
-            self.fhir_server, query, self.token, self.deadline, self.max_pages, stop=stop
-        )
+        result = await self.client.search(self.fhir_server, query, self.token, self.deadline, self.max_pages, stop=stop)
         return _Fetched(result.resources, result.pages, result.warnings, result.stopped)
 
     async def _continue(

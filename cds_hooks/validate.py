@@ -21,8 +21,18 @@ LINK_TYPES = ("absolute", "smart")
 # `extension` is accepted on cards only: the spec reserves the name everywhere, but this
 # service's models carry it on Card alone, so anywhere else it is a mistake.
 RESPONSE_KEYS = {"cards"}
-CARD_KEYS = {"uuid", "summary", "detail", "indicator", "source", "suggestions", "selectionBehavior",
-             "overrideReasons", "links", "extension"}
+CARD_KEYS = {
+    "uuid",
+    "summary",
+    "detail",
+    "indicator",
+    "source",
+    "suggestions",
+    "selectionBehavior",
+    "overrideReasons",
+    "links",
+    "extension",
+}
 SOURCE_KEYS = {"label", "url", "icon", "topic"}
 CODING_KEYS = {"system", "code", "display"}
 SUGGESTION_KEYS = {"label", "uuid", "isRecommended", "actions"}
@@ -145,9 +155,8 @@ def _check_url(obj: dict, key: str, path: str, out: list[str]) -> None:
 
 
 def _check_uuid(obj: dict, path: str, out: list[str]) -> None:
-    if "uuid" in obj and obj["uuid"] is not None:
-        if not isinstance(obj["uuid"], str) or not _UUID_RE.match(obj["uuid"]):
-            out.append(f"{path}.uuid: must be a UUID string")
+    if obj.get("uuid") is not None and (not isinstance(obj["uuid"], str) or not _UUID_RE.match(obj["uuid"])):
+        out.append(f"{path}.uuid: must be a UUID string")
 
 
 def _as_object(value: Any, path: str, out: list[str]) -> dict | None:

@@ -67,11 +67,18 @@ def resources_of(example: dict) -> list[dict]:
 
 def transaction(resources: list[dict]) -> dict:
     """A transaction Bundle that PUTs every resource at `Type/id` (an idempotent upsert)."""
-    return {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, r['resourceType'] + '/' + r['id'])}",
-         "resource": r,
-         "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
-        for r in resources]}
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, r['resourceType'] + '/' + r['id'])}",
+                "resource": r,
+                "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
+            }
+            for r in resources
+        ],
+    }
 
 
 def without_prefetch(example: dict, fhir_server: str, access_token: str | None = None) -> dict:
@@ -79,9 +86,13 @@ def without_prefetch(example: dict, fhir_server: str, access_token: str | None =
     request = {k: v for k, v in example.items() if k not in ("prefetch", "fhirServer", "fhirAuthorization")}
     request["fhirServer"] = fhir_server.rstrip("/")
     if access_token:
-        request["fhirAuthorization"] = {"access_token": access_token, "token_type": "Bearer",
-                                        "expires_in": 300, "scope": "patient/*.read",
-                                        "subject": "hematotox-cds"}
+        request["fhirAuthorization"] = {
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "patient/*.read",
+            "subject": "hematotox-cds",
+        }
     return request
 
 
@@ -94,8 +105,9 @@ def _headers(token: str | None) -> dict[str, str]:
 
 def post_transaction(base: str, bundle: dict, token: str | None = None, timeout: float = 60.0) -> dict:
     """POST a transaction Bundle to the server base; raise unless every entry succeeded."""
-    request = urllib.request.Request(base.rstrip("/"), data=json.dumps(bundle).encode(),
-                                     headers=_headers(token), method="POST")
+    request = urllib.request.Request(
+        base.rstrip("/"), data=json.dumps(bundle).encode(), headers=_headers(token), method="POST"
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             body = json.loads(response.read() or b"{}")

@@ -1,6 +1,6 @@
 """Regenerates the example hook requests in examples/ from the worked cases of the tests.
 
-    .venv/bin/python examples/make_examples.py
+.venv/bin/python examples/make_examples.py
 """
 
 from __future__ import annotations

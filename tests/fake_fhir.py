@@ -6,6 +6,7 @@
 (`max_page_size`, as real servers do). It checks the bearer token like a real server (401 with an
 OperationOutcome) and records every request it answered in `requests`.
 """
+
 from __future__ import annotations
 
 from urllib.parse import urlencode
@@ -14,8 +15,10 @@ import httpx
 
 
 def outcome(code: str, diagnostics: str = "details") -> dict:
-    return {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code,
-                                                           "diagnostics": diagnostics}]}
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": code, "diagnostics": diagnostics}],
+    }
 
 
 def _ref_id(resource: dict) -> str | None:
@@ -32,8 +35,9 @@ def _date(resource: dict) -> str:
 
 
 class FakeFhir:
-    def __init__(self, base: str, resources: list[dict], *, token: str | None = None,
-                 max_page_size: int | None = None) -> None:
+    def __init__(
+        self, base: str, resources: list[dict], *, token: str | None = None, max_page_size: int | None = None
+    ) -> None:
         self.base = base.rstrip("/")
         self.resources = list(resources)
         self.token = token
@@ -44,7 +48,7 @@ class FakeFhir:
         self.requests.append(request)
         if self.token is not None and request.headers.get("authorization") != f"Bearer {self.token}":
             return httpx.Response(401, json=outcome("login", "bearer token required"))
-        path = request.url.path[len(httpx.URL(self.base).path):].strip("/")
+        path = request.url.path[len(httpx.URL(self.base).path) :].strip("/")
         rtype, _, rid = path.partition("/")
         if rid:
             for r in self.resources:
@@ -66,11 +70,17 @@ class FakeFhir:
         if self.max_page_size:
             count = min(count, self.max_page_size)
         offset = int(params.get("_offset", 0))
-        page = hits[offset:offset + count]
-        bundle: dict = {"resourceType": "Bundle", "type": "searchset", "total": len(hits),
-                        "entry": [{"fullUrl": f"{self.base}/{r['resourceType']}/{r['id']}", "resource": r,
-                                   "search": {"mode": "match"}} for r in page],
-                        "link": [{"relation": "self", "url": self._url(rtype, params, offset)}]}
+        page = hits[offset : offset + count]
+        bundle: dict = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(hits),
+            "entry": [
+                {"fullUrl": f"{self.base}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+                for r in page
+            ],
+            "link": [{"relation": "self", "url": self._url(rtype, params, offset)}],
+        }
         if offset + count < len(hits):
             bundle["link"].append({"relation": "next", "url": self._url(rtype, params, offset + count)})
         return httpx.Response(200, json=bundle, headers={"content-type": "application/fhir+json"})

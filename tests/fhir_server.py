@@ -21,6 +21,7 @@ What sekmet-fhir 0.1.1 does (checked by hand and by tests/test_fhir_server_harne
 - Inbound validation is strict: resources must be valid R4 (Observation needs status; unknown
   elements are refused with 400 + OperationOutcome code structure).
 """
+
 from __future__ import annotations
 
 import os
@@ -79,11 +80,13 @@ def transaction(resources: Iterable[dict]) -> dict:
     entries = []
     for resource in resources:
         rtype, rid = resource["resourceType"], resource["id"]
-        entries.append({
-            "fullUrl": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{rtype}/{rid}')}",
-            "resource": resource,
-            "request": {"method": "PUT", "url": f"{rtype}/{rid}"},
-        })
+        entries.append(
+            {
+                "fullUrl": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{rtype}/{rid}')}",
+                "resource": resource,
+                "request": {"method": "PUT", "url": f"{rtype}/{rid}"},
+            }
+        )
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
@@ -116,8 +119,10 @@ def fhir_server() -> Iterator[FhirTestServer]:
     if external:
         server = FhirTestServer(external.rstrip("/"), os.environ.get("FHIR_ACCESS_TOKEN") or None, True)
         if not _answers(server.base_url):
-            pytest.skip(f"FHIR_BASE_URL={server.base_url} does not answer GET /metadata; unset it to use "
-                        "the local sekmet-fhir server")
+            pytest.skip(
+                f"FHIR_BASE_URL={server.base_url} does not answer GET /metadata; unset it to use "
+                "the local sekmet-fhir server"
+            )
         _SERVERS[server.base_url] = server
         try:
             yield server

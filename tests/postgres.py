@@ -61,8 +61,7 @@ async def _admin(url: str, statement: str) -> None:
     import asyncpg
 
     u = make_url(url)
-    conn = await asyncpg.connect(host=u.host, port=u.port, user=u.username, password=u.password,
-                                 database=u.database)
+    conn = await asyncpg.connect(host=u.host, port=u.port, user=u.username, password=u.password, database=u.database)
     try:
         await conn.execute(statement)
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
@@ -70,11 +70,19 @@ def sandbox_order_select() -> dict:
             "draftOrders": {
                 "resourceType": "Bundle",
                 "entry": [
-                    {"resource": medication_request(
-                        "ld-1",
-                        category={"coding": [{"system": "http://terminology.hl7.org/CodeSystem/medicationrequest-category",
-                                              "code": "inpatient"}]},
-                    )},
+                    {
+                        "resource": medication_request(
+                            "ld-1",
+                            category={
+                                "coding": [
+                                    {
+                                        "system": "http://terminology.hl7.org/CodeSystem/medicationrequest-category",
+                                        "code": "inpatient",
+                                    }
+                                ]
+                            },
+                        )
+                    },
                     {"resource": medication_request("other-2", intent="order")},
                     {"fullUrl": "urn:uuid:no-resource-here"},
                 ],
@@ -117,8 +125,9 @@ class TestHookRequest:
             HookRequest.model_validate(body)
         assert err.value.errors()[0]["loc"] == (missing,)
 
-    @pytest.mark.parametrize("field,value", [("hook", ""), ("hookInstance", "abc\ninjected log line"),
-                                             ("context", ["not", "an", "object"])])
+    @pytest.mark.parametrize(
+        "field,value", [("hook", ""), ("hookInstance", "abc\ninjected log line"), ("context", ["not", "an", "object"])]
+    )
     def test_bad_top_level_values(self, field, value):
         body = sandbox_order_select()
         body[field] = value
@@ -126,14 +135,28 @@ class TestHookRequest:
             HookRequest.model_validate(body)
 
     def test_optional_fields_may_be_absent_or_null(self):
-        req = HookRequest.model_validate({"hook": "order-sign", "hookInstance": "x", "context": {},
-                                          "fhirServer": None, "fhirAuthorization": None, "prefetch": None})
+        req = HookRequest.model_validate(
+            {
+                "hook": "order-sign",
+                "hookInstance": "x",
+                "context": {},
+                "fhirServer": None,
+                "fhirAuthorization": None,
+                "prefetch": None,
+            }
+        )
         assert req.fhirAuthorization is None and req.prefetch is None and req.fhirServer is None
 
     def test_token_never_shown(self):
         req = HookRequest.model_validate(sandbox_order_select())
-        for text in (repr(req), str(req), req.model_dump_json(), repr(req.fhirAuthorization),
-                     str(req.fhirAuthorization), json.dumps(req.model_dump(mode="json"))):
+        for text in (
+            repr(req),
+            str(req),
+            req.model_dump_json(),
+            repr(req.fhirAuthorization),
+            str(req.fhirAuthorization),
+            json.dumps(req.model_dump(mode="json")),
+        ):
             assert TOKEN not in text
             assert "sekrit" not in text
             assert "another-secret-value" not in text  # unknown auth keys may be credentials: dropped
@@ -169,15 +192,22 @@ class TestOrderContext:
         assert ctx.selections == ["MedicationRequest/ld-1"]
         # the entry without a resource is skipped, the others kept as the plain dicts sent
         assert [o["id"] for o in ctx.draft_orders] == ["ld-1", "other-2"]
-        assert ctx.draft_orders[0]["category"] == {"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/medicationrequest-category", "code": "inpatient"}]}
+        assert ctx.draft_orders[0]["category"] == {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/medicationrequest-category", "code": "inpatient"}
+            ]
+        }
         assert "intent" not in ctx.draft_orders[0]
         assert [o["id"] for o in selected_orders(ctx)] == ["ld-1"]
 
     def test_bundle_with_type_and_bundle_without_resource_type(self):
-        for bundle in ({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": medication_request("a")}]},
-                       {"entry": [{"resource": medication_request("a")}]}):
-            ctx = order_context(request_with({"patientId": "pat-1", "draftOrders": bundle, "selections": ["MedicationRequest/a"]}))
+        for bundle in (
+            {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": medication_request("a")}]},
+            {"entry": [{"resource": medication_request("a")}]},
+        ):
+            ctx = order_context(
+                request_with({"patientId": "pat-1", "draftOrders": bundle, "selections": ["MedicationRequest/a"]})
+            )
             assert [o["id"] for o in selected_orders(ctx)] == ["a"]
 
     def test_draft_orders_as_plain_list_of_resources_or_entries(self):
@@ -190,14 +220,28 @@ class TestOrderContext:
         assert [o["id"] for o in selected_orders(ctx)] == ["a"]
 
     def test_empty_bundle(self):
-        ctx = order_context(request_with({"patientId": "pat-1", "draftOrders": {"resourceType": "Bundle"}}, "order-sign"))
+        ctx = order_context(
+            request_with({"patientId": "pat-1", "draftOrders": {"resourceType": "Bundle"}}, "order-sign")
+        )
         assert ctx.draft_orders == [] and selected_orders(ctx) == []
 
     def test_dstu2_medication_order_is_just_a_dict(self):
-        dstu2 = {"resourceType": "MedicationOrder", "id": "mo-1", "status": "draft",
-                 "patient": {"reference": "Patient/pat-1"}, "medicationCodeableConcept": {"text": "whatever"}}
-        ctx = order_context(request_with({"patientId": "pat-1", "draftOrders": {"resourceType": "Bundle",
-                                          "entry": [{"resource": dstu2}]}, "selections": ["MedicationOrder/mo-1"]}))
+        dstu2 = {
+            "resourceType": "MedicationOrder",
+            "id": "mo-1",
+            "status": "draft",
+            "patient": {"reference": "Patient/pat-1"},
+            "medicationCodeableConcept": {"text": "whatever"},
+        }
+        ctx = order_context(
+            request_with(
+                {
+                    "patientId": "pat-1",
+                    "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": dstu2}]},
+                    "selections": ["MedicationOrder/mo-1"],
+                }
+            )
+        )
         assert selected_orders(ctx) == [dstu2]
 
     def test_missing_selections_means_none_selected(self):
@@ -206,20 +250,30 @@ class TestOrderContext:
         assert ctx.draft_orders and selected_orders(ctx) == []
 
     def test_null_selections_means_none_selected(self):
-        ctx = order_context(request_with({"patientId": "pat-1", "draftOrders": [medication_request("a")], "selections": None}))
+        ctx = order_context(
+            request_with({"patientId": "pat-1", "draftOrders": [medication_request("a")], "selections": None})
+        )
         assert selected_orders(ctx) == []
 
     def test_selection_forms(self):
-        orders = {"resourceType": "Bundle", "entry": [
-            {"fullUrl": "urn:uuid:5b1f8a2c-0000-4000-8000-000000000001", "resource": medication_request("a")},
-            {"fullUrl": "https://ehr.example/fhir/MedicationRequest/b", "resource": medication_request("b")},
-            {"resource": medication_request("c")},
-            {"resource": {"resourceType": "ServiceRequest", "id": "a"}},
-            {"fullUrl": "urn:uuid:5b1f8a2c-0000-4000-8000-000000000009", "resource": {"resourceType": "MedicationRequest"}},
-        ]}
+        orders = {
+            "resourceType": "Bundle",
+            "entry": [
+                {"fullUrl": "urn:uuid:5b1f8a2c-0000-4000-8000-000000000001", "resource": medication_request("a")},
+                {"fullUrl": "https://ehr.example/fhir/MedicationRequest/b", "resource": medication_request("b")},
+                {"resource": medication_request("c")},
+                {"resource": {"resourceType": "ServiceRequest", "id": "a"}},
+                {
+                    "fullUrl": "urn:uuid:5b1f8a2c-0000-4000-8000-000000000009",
+                    "resource": {"resourceType": "MedicationRequest"},
+                },
+            ],
+        }
 
         def pick(*selections):
-            ctx = order_context(request_with({"patientId": "pat-1", "draftOrders": orders, "selections": list(selections)}))
+            ctx = order_context(
+                request_with({"patientId": "pat-1", "draftOrders": orders, "selections": list(selections)})
+            )
             return [(o["resourceType"], o.get("id")) for o in selected_orders(ctx)]
 
         assert pick("MedicationRequest/a") == [("MedicationRequest", "a")]  # typed: ServiceRequest/a not taken
@@ -230,16 +284,30 @@ class TestOrderContext:
         assert pick("c") == [("MedicationRequest", "c")]  # bare id
         assert pick("a") == [("MedicationRequest", "a"), ("ServiceRequest", "a")]  # a bare id matches any type
         assert pick("MedicationRequest/zzz") == []
-        assert pick(" MedicationRequest/c ", "MedicationRequest/a") == [("MedicationRequest", "a"), ("MedicationRequest", "c")]
+        assert pick(" MedicationRequest/c ", "MedicationRequest/a") == [
+            ("MedicationRequest", "a"),
+            ("MedicationRequest", "c"),
+        ]
 
     def test_single_string_selection_tolerated(self):
-        ctx = order_context(request_with({"patientId": "pat-1", "draftOrders": [medication_request("a")],
-                                          "selections": "MedicationRequest/a"}))
+        ctx = order_context(
+            request_with(
+                {"patientId": "pat-1", "draftOrders": [medication_request("a")], "selections": "MedicationRequest/a"}
+            )
+        )
         assert [o["id"] for o in selected_orders(ctx)] == ["a"]
 
     def test_order_sign_returns_all_orders_and_ignores_selections(self):
-        ctx = order_context(request_with({"patientId": "pat-1", "selections": ["MedicationRequest/a"],
-                                          "draftOrders": [medication_request("a"), medication_request("b")]}, "order-sign"))
+        ctx = order_context(
+            request_with(
+                {
+                    "patientId": "pat-1",
+                    "selections": ["MedicationRequest/a"],
+                    "draftOrders": [medication_request("a"), medication_request("b")],
+                },
+                "order-sign",
+            )
+        )
         assert ctx.selections == []
         assert [o["id"] for o in selected_orders(ctx)] == ["a", "b"]
 
@@ -300,18 +368,37 @@ class TestStrictOutput:
             summary="x" * 139,
             detail="| a | b |\n|---|---|\n| 1 | 2 |",
             indicator="warning",
-            source=Source(label="Paper", url="https://doi.org/10.1182/blood.2020010543",
-                          topic=Coding(system="http://example.org/topics", code="t")),
-            suggestions=[Suggestion(label="Order it", uuid=U2, isRecommended=True, actions=[
-                Action(type="create", description="Create an order",
-                       resource={"resourceType": "ServiceRequest", "status": "draft", "intent": "proposal"}),
-                Action(type="delete", description="Remove", resourceId="MedicationRequest/ld-1"),
-                Action(type="update", description="Update", resource={"resourceType": "MedicationRequest", "id": "m1"}),
-            ])],
+            source=Source(
+                label="Paper",
+                url="https://doi.org/10.1182/blood.2020010543",
+                topic=Coding(system="http://example.org/topics", code="t"),
+            ),
+            suggestions=[
+                Suggestion(
+                    label="Order it",
+                    uuid=U2,
+                    isRecommended=True,
+                    actions=[
+                        Action(
+                            type="create",
+                            description="Create an order",
+                            resource={"resourceType": "ServiceRequest", "status": "draft", "intent": "proposal"},
+                        ),
+                        Action(type="delete", description="Remove", resourceId="MedicationRequest/ld-1"),
+                        Action(
+                            type="update",
+                            description="Update",
+                            resource={"resourceType": "MedicationRequest", "id": "m1"},
+                        ),
+                    ],
+                )
+            ],
             selectionBehavior="at-most-one",
             overrideReasons=[OverrideReason(system="http://example.org/override", code="c", display="Not relevant")],
-            links=[Link(label="App", url="https://app.example/launch", type="smart", appContext="abc"),
-                   Link(label="Doc", url="https://example.org/doc", type="absolute")],
+            links=[
+                Link(label="App", url="https://app.example/launch", type="smart", appContext="abc"),
+                Link(label="Doc", url="https://example.org/doc", type="absolute"),
+            ],
             extension={"org.example": {"n": 1, "placeholder": {}, "list": [1.5, True, "s"]}},
         )
         body = dump(CardsResponse(cards=[card]))
@@ -328,25 +415,28 @@ class TestStrictOutput:
     def test_summary_limit_counts_characters_not_bytes(self):
         Card(**minimal_card(summary="é" * 139))
 
-    @pytest.mark.parametrize("bad", [
-        {"indicator": "hint"},
-        {"indicator": None},
-        {"source": {}},
-        {"source": {"label": ""}},
-        {"source": {"label": "x", "url": "doi.org/10.1"}},
-        {"source": {"label": "x", "icon": "ftp://example.org/i.png"}},
-        {"source": {"label": "x", "topic": {"code": "c"}}},
-        {"detail": ""},
-        {"uuid": "not-a-uuid"},
-        {"links": []},
-        {"overrideReasons": []},
-        {"suggestions": []},
-        {"extension": {}},
-        {"extension": {"a": {1: "non-string key"}}},
-        {"extension": {"a": float("nan")}},
-        {"unknownField": 1},
-        {"systemActions": []},
-    ])
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            {"indicator": "hint"},
+            {"indicator": None},
+            {"source": {}},
+            {"source": {"label": ""}},
+            {"source": {"label": "x", "url": "doi.org/10.1"}},
+            {"source": {"label": "x", "icon": "ftp://example.org/i.png"}},
+            {"source": {"label": "x", "topic": {"code": "c"}}},
+            {"detail": ""},
+            {"uuid": "not-a-uuid"},
+            {"links": []},
+            {"overrideReasons": []},
+            {"suggestions": []},
+            {"extension": {}},
+            {"extension": {"a": {1: "non-string key"}}},
+            {"extension": {"a": float("nan")}},
+            {"unknownField": 1},
+            {"systemActions": []},
+        ],
+    )
     def test_card_violations_raise(self, bad):
         with pytest.raises(ValidationError):
             Card(**minimal_card(**bad))
@@ -354,6 +444,7 @@ class TestStrictOutput:
     def test_decimal_in_extension_rejected(self):
         # pydantic would serialise Decimal as a JSON string: a number field silently turning into text
         from decimal import Decimal
+
         with pytest.raises(ValidationError, match="Decimal"):
             Card(**minimal_card(extension={"a": {"value": Decimal("1.5")}}))
 
@@ -381,13 +472,20 @@ class TestStrictOutput:
 
     def test_duplicate_suggestion_uuids_in_card(self):
         with pytest.raises(ValidationError, match="unique"):
-            Card(**minimal_card(suggestions=[{"label": "a", "uuid": U1}, {"label": "b", "uuid": U1}],
-                                selectionBehavior="any"))
+            Card(
+                **minimal_card(
+                    suggestions=[{"label": "a", "uuid": U1}, {"label": "b", "uuid": U1}], selectionBehavior="any"
+                )
+            )
 
     def test_duplicate_uuids_across_cards(self):
         with pytest.raises(ValidationError, match="more than once"):
-            CardsResponse(cards=[minimal_card(uuid=U1), minimal_card(uuid=U2, suggestions=[{"label": "s", "uuid": U1}],
-                                                                     selectionBehavior="any")])
+            CardsResponse(
+                cards=[
+                    minimal_card(uuid=U1),
+                    minimal_card(uuid=U2, suggestions=[{"label": "s", "uuid": U1}], selectionBehavior="any"),
+                ]
+            )
         CardsResponse(cards=[minimal_card(uuid=U1), minimal_card(uuid=U2)])
 
     def test_override_reason_needs_display_but_topic_does_not(self):
@@ -407,20 +505,23 @@ class TestStrictOutput:
         with pytest.raises(ValidationError):
             Link(label="", url="https://x.example", type="absolute")
 
-    @pytest.mark.parametrize("kwargs", [
-        {"type": "create", "description": "d"},
-        {"type": "create", "description": "d", "resource": {"status": "draft"}},
-        {"type": "create", "description": "d", "resource": {"resourceType": "X", "note": []}},
-        {"type": "create", "description": "d", "resource": {"resourceType": "X", "status": None}},
-        {"type": "create", "description": "d", "resource": {"resourceType": "X"}, "resourceId": "X/1"},
-        {"type": "update", "description": "d", "resource": {"resourceType": "X"}},
-        {"type": "delete", "description": "d"},
-        {"type": "delete", "description": "d", "resourceId": "just-an-id"},
-        {"type": "delete", "description": "d", "resourceId": "X/1", "resource": {"resourceType": "X", "id": "1"}},
-        {"type": "delete", "resourceId": "X/1"},
-        {"type": "delete", "description": "", "resourceId": "X/1"},
-        {"type": "patch", "description": "d", "resourceId": "X/1"},
-    ])
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"type": "create", "description": "d"},
+            {"type": "create", "description": "d", "resource": {"status": "draft"}},
+            {"type": "create", "description": "d", "resource": {"resourceType": "X", "note": []}},
+            {"type": "create", "description": "d", "resource": {"resourceType": "X", "status": None}},
+            {"type": "create", "description": "d", "resource": {"resourceType": "X"}, "resourceId": "X/1"},
+            {"type": "update", "description": "d", "resource": {"resourceType": "X"}},
+            {"type": "delete", "description": "d"},
+            {"type": "delete", "description": "d", "resourceId": "just-an-id"},
+            {"type": "delete", "description": "d", "resourceId": "X/1", "resource": {"resourceType": "X", "id": "1"}},
+            {"type": "delete", "resourceId": "X/1"},
+            {"type": "delete", "description": "", "resourceId": "X/1"},
+            {"type": "patch", "description": "d", "resourceId": "X/1"},
+        ],
+    )
     def test_action_rules(self, kwargs):
         with pytest.raises(ValidationError):
             Action(**kwargs)
@@ -437,12 +538,27 @@ class TestStrictOutput:
             card.summary = ""
 
     def test_service_descriptor(self):
-        d = ServiceDescriptor(hook="order-sign", id="svc-1", description="Does things",
-                              prefetch={"patient": "Patient/{{context.patientId}}"})
-        assert dump(d) == {"hook": "order-sign", "id": "svc-1", "description": "Does things",
-                           "prefetch": {"patient": "Patient/{{context.patientId}}"}}
-        for bad in ({"prefetch": {}}, {"prefetch": {"k": ""}}, {"id": "has space"}, {"id": "a/b"},
-                    {"description": ""}, {"title": ""}, {"usageRequirements": ""}):
+        d = ServiceDescriptor(
+            hook="order-sign",
+            id="svc-1",
+            description="Does things",
+            prefetch={"patient": "Patient/{{context.patientId}}"},
+        )
+        assert dump(d) == {
+            "hook": "order-sign",
+            "id": "svc-1",
+            "description": "Does things",
+            "prefetch": {"patient": "Patient/{{context.patientId}}"},
+        }
+        for bad in (
+            {"prefetch": {}},
+            {"prefetch": {"k": ""}},
+            {"id": "has space"},
+            {"id": "a/b"},
+            {"description": ""},
+            {"title": ""},
+            {"usageRequirements": ""},
+        ):
             with pytest.raises(ValidationError):
                 ServiceDescriptor(**{"hook": "order-sign", "id": "svc-1", "description": "x", **bad})
 
@@ -456,43 +572,99 @@ class TestStrictOutput:
 # ================================================================================ feedback
 class TestFeedback:
     def test_spec_examples(self):
-        accepted = FeedbackRequest.model_validate({"feedback": [{
-            "card": "4e0a3a1e-3283-4575-ab82-028d55fe2719", "outcome": "accepted",
-            "acceptedSuggestions": [{"id": "e56e1945-20b3-4393-8503-a1a20fd73152"}],
-            "outcomeTimestamp": "2021-12-11T10:05:31Z"}]})
-        assert accepted.feedback[0].outcomeTimestamp == datetime(2021, 12, 11, 10, 5, 31, tzinfo=timezone.utc)
-        overridden = FeedbackRequest.model_validate({"feedback": [{
-            "card": "9368d37b-283f-44a0-93ea-547cebab93ed", "outcome": "overridden",
-            "overrideReason": {"reason": {"code": "d7ecf885", "system": "https://example.com/cds-hooks/override-reason-system"},
-                               "userComment": "A comment entered by the clinician."},
-            "outcomeTimestamp": "2020-12-11T00:00:00Z"}]})
+        accepted = FeedbackRequest.model_validate(
+            {
+                "feedback": [
+                    {
+                        "card": "4e0a3a1e-3283-4575-ab82-028d55fe2719",
+                        "outcome": "accepted",
+                        "acceptedSuggestions": [{"id": "e56e1945-20b3-4393-8503-a1a20fd73152"}],
+                        "outcomeTimestamp": "2021-12-11T10:05:31Z",
+                    }
+                ]
+            }
+        )
+        assert accepted.feedback[0].outcomeTimestamp == datetime(2021, 12, 11, 10, 5, 31, tzinfo=UTC)
+        overridden = FeedbackRequest.model_validate(
+            {
+                "feedback": [
+                    {
+                        "card": "9368d37b-283f-44a0-93ea-547cebab93ed",
+                        "outcome": "overridden",
+                        "overrideReason": {
+                            "reason": {
+                                "code": "d7ecf885",
+                                "system": "https://example.com/cds-hooks/override-reason-system",
+                            },
+                            "userComment": "A comment entered by the clinician.",
+                        },
+                        "outcomeTimestamp": "2020-12-11T00:00:00Z",
+                    }
+                ]
+            }
+        )
         assert overridden.feedback[0].overrideReason.reason.code == "d7ecf885"
-        bare = FeedbackRequest.model_validate({"feedback": [{
-            "card": "f6b95768-b1c8-40dc-8385-bf3504b82ffb", "outcome": "overridden", "outcomeTimestamp": "2020-12-11T00:00:00Z"}]})
+        bare = FeedbackRequest.model_validate(
+            {
+                "feedback": [
+                    {
+                        "card": "f6b95768-b1c8-40dc-8385-bf3504b82ffb",
+                        "outcome": "overridden",
+                        "outcomeTimestamp": "2020-12-11T00:00:00Z",
+                    }
+                ]
+            }
+        )
         assert bare.feedback[0].overrideReason is None
 
     def test_naive_timestamp_is_utc_and_offsets_are_normalised(self):
-        fb = FeedbackRequest.model_validate({"feedback": [
-            {"card": "c", "outcome": "overridden", "outcomeTimestamp": "2020-12-11T00:00:00"},
-            {"card": "c", "outcome": "overridden", "outcomeTimestamp": "2020-12-11T02:00:00+02:00"}]})
-        assert [f.outcomeTimestamp for f in fb.feedback] == [datetime(2020, 12, 11, tzinfo=timezone.utc)] * 2
+        fb = FeedbackRequest.model_validate(
+            {
+                "feedback": [
+                    {"card": "c", "outcome": "overridden", "outcomeTimestamp": "2020-12-11T00:00:00"},
+                    {"card": "c", "outcome": "overridden", "outcomeTimestamp": "2020-12-11T02:00:00+02:00"},
+                ]
+            }
+        )
+        assert [f.outcomeTimestamp for f in fb.feedback] == [datetime(2020, 12, 11, tzinfo=UTC)] * 2
 
-    @pytest.mark.parametrize("item", [
-        {"card": "c", "outcome": "declined", "outcomeTimestamp": "2020-12-11T00:00:00Z"},                       # fb-1
-        {"card": "c", "outcome": "accepted", "outcomeTimestamp": "2020-12-11T00:00:00Z"},                       # fb-2
-        {"card": "c", "outcome": "accepted", "acceptedSuggestions": [], "outcomeTimestamp": "2020-12-11T00:00:00Z"},
-        {"card": "c", "outcome": "overridden", "overrideReason": {}, "outcomeTimestamp": "2020-12-11T00:00:00Z"},  # fb-3
-        {"card": "c", "outcome": "overridden", "overrideReason": {"userComment": "  "},
-         "outcomeTimestamp": "2020-12-11T00:00:00Z"},
-        {"card": "c", "outcome": "overridden", "acceptedSuggestions": [{"id": "s"}],
-         "outcomeTimestamp": "2020-12-11T00:00:00Z"},
-        {"card": "c", "outcome": "accepted", "acceptedSuggestions": [{"id": "s"}],
-         "overrideReason": {"userComment": "no"}, "outcomeTimestamp": "2020-12-11T00:00:00Z"},
-        {"card": "c", "outcome": "overridden"},
-        {"card": "c", "outcome": "overridden", "outcomeTimestamp": "yesterday"},
-        {"card": "", "outcome": "overridden", "outcomeTimestamp": "2020-12-11T00:00:00Z"},
-        {"outcome": "overridden", "outcomeTimestamp": "2020-12-11T00:00:00Z"},
-    ])
+    @pytest.mark.parametrize(
+        "item",
+        [
+            {"card": "c", "outcome": "declined", "outcomeTimestamp": "2020-12-11T00:00:00Z"},  # fb-1
+            {"card": "c", "outcome": "accepted", "outcomeTimestamp": "2020-12-11T00:00:00Z"},  # fb-2
+            {"card": "c", "outcome": "accepted", "acceptedSuggestions": [], "outcomeTimestamp": "2020-12-11T00:00:00Z"},
+            {
+                "card": "c",
+                "outcome": "overridden",
+                "overrideReason": {},
+                "outcomeTimestamp": "2020-12-11T00:00:00Z",
+            },  # fb-3
+            {
+                "card": "c",
+                "outcome": "overridden",
+                "overrideReason": {"userComment": "  "},
+                "outcomeTimestamp": "2020-12-11T00:00:00Z",
+            },
+            {
+                "card": "c",
+                "outcome": "overridden",
+                "acceptedSuggestions": [{"id": "s"}],
+                "outcomeTimestamp": "2020-12-11T00:00:00Z",
+            },
+            {
+                "card": "c",
+                "outcome": "accepted",
+                "acceptedSuggestions": [{"id": "s"}],
+                "overrideReason": {"userComment": "no"},
+                "outcomeTimestamp": "2020-12-11T00:00:00Z",
+            },
+            {"card": "c", "outcome": "overridden"},
+            {"card": "c", "outcome": "overridden", "outcomeTimestamp": "yesterday"},
+            {"card": "", "outcome": "overridden", "outcomeTimestamp": "2020-12-11T00:00:00Z"},
+            {"outcome": "overridden", "outcomeTimestamp": "2020-12-11T00:00:00Z"},
+        ],
+    )
     def test_invalid_feedback(self, item):
         with pytest.raises(ValidationError):
             FeedbackRequest.model_validate({"feedback": [item]})
@@ -502,16 +674,35 @@ class TestFeedback:
             FeedbackRequest.model_validate({"feedback": []})
 
     def test_user_comment_not_in_repr(self):
-        fb = FeedbackRequest.model_validate({"feedback": [{
-            "card": "c", "outcome": "overridden", "outcomeTimestamp": "2020-12-11T00:00:00Z",
-            "overrideReason": {"userComment": "patient Jane Doe refused"}}]})
+        fb = FeedbackRequest.model_validate(
+            {
+                "feedback": [
+                    {
+                        "card": "c",
+                        "outcome": "overridden",
+                        "outcomeTimestamp": "2020-12-11T00:00:00Z",
+                        "overrideReason": {"userComment": "patient Jane Doe refused"},
+                    }
+                ]
+            }
+        )
         assert "Jane" not in repr(fb)
         assert fb.feedback[0].overrideReason.userComment == "patient Jane Doe refused"
 
     def test_unknown_keys_tolerated(self):
-        fb = FeedbackRequest.model_validate({"feedback": [{
-            "card": "c", "outcome": "overridden", "outcomeTimestamp": "2020-12-11T00:00:00Z",
-            "extension": {"com.example": 1}}], "extension": {"x": 1}})
+        fb = FeedbackRequest.model_validate(
+            {
+                "feedback": [
+                    {
+                        "card": "c",
+                        "outcome": "overridden",
+                        "outcomeTimestamp": "2020-12-11T00:00:00Z",
+                        "extension": {"com.example": 1},
+                    }
+                ],
+                "extension": {"x": 1},
+            }
+        )
         assert fb.feedback[0].model_extra == {"extension": {"com.example": 1}}
 
 
@@ -520,8 +711,14 @@ class TestOperationOutcome:
     def test_single_issue(self):
         assert operation_outcome("context.patientId is missing", "required", expression=["context.patientId"]) == {
             "resourceType": "OperationOutcome",
-            "issue": [{"severity": "error", "code": "required", "diagnostics": "context.patientId is missing",
-                       "expression": ["context.patientId"]}],
+            "issue": [
+                {
+                    "severity": "error",
+                    "code": "required",
+                    "diagnostics": "context.patientId is missing",
+                    "expression": ["context.patientId"],
+                }
+            ],
         }
 
     def test_defaults_and_no_empty_expression(self):
@@ -529,16 +726,21 @@ class TestOperationOutcome:
         assert body["issue"] == [{"severity": "error", "code": "processing", "diagnostics": "boom"}]
         assert "expression" not in operation_outcome("boom", expression=[])["issue"][0]
 
-    @pytest.mark.parametrize("kwargs", [{"code": "no-such-code"}, {"severity": "bad"}, {"diagnostics": ""},
-                                        {"expression": [""]}])
+    @pytest.mark.parametrize(
+        "kwargs", [{"code": "no-such-code"}, {"severity": "bad"}, {"diagnostics": ""}, {"expression": [""]}]
+    )
     def test_invalid_codes_rejected(self, kwargs):
         args = {"diagnostics": "x", **kwargs}
         with pytest.raises(ValueError):
             operation_outcome(**args)
 
     def test_error_with_several_issues(self):
-        err = CDSHookError(412, "incomplete", "prefetch 'labs' is missing",
-                           more=[Issue("prefetch 'patient' failed", "incomplete", "warning")])
+        err = CDSHookError(
+            412,
+            "incomplete",
+            "prefetch 'labs' is missing",
+            more=[Issue("prefetch 'patient' failed", "incomplete", "warning")],
+        )
         assert (err.status, err.code, err.diagnostics) == (412, "incomplete", "prefetch 'labs' is missing")
         assert [i["severity"] for i in err.outcome()["issue"]] == ["error", "warning"]
         assert str(err) == "prefetch 'labs' is missing"

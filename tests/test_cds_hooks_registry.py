@@ -13,14 +13,14 @@ def handler(*args, **kwargs):
 
 
 def definition(**overrides) -> ServiceDefinition:
-    fields = dict(
-        id="example-order-sign",
-        hook="order-sign",
-        title="Example at order signing",
-        description="Checks the orders being signed.",
-        prefetch={"patient": "Patient/{{context.patientId}}"},
-        handler=handler,
-    )
+    fields = {
+        "id": "example-order-sign",
+        "hook": "order-sign",
+        "title": "Example at order signing",
+        "description": "Checks the orders being signed.",
+        "prefetch": {"patient": "Patient/{{context.patientId}}"},
+        "handler": handler,
+    }
     fields.update(overrides)
     return ServiceDefinition(**fields)
 
@@ -28,14 +28,33 @@ def definition(**overrides) -> ServiceDefinition:
 def test_discovery_from_registered_services_in_order():
     reg = Registry()
     reg.register(definition())
-    reg.register(definition(id="example-order-select", hook="order-select", title="Example at selection",
-                            prefetch={}, usage_requirements="Needs the patient's labs."))
-    assert reg.discovery() == {"services": [
-        {"hook": "order-sign", "id": "example-order-sign", "title": "Example at order signing",
-         "description": "Checks the orders being signed.", "prefetch": {"patient": "Patient/{{context.patientId}}"}},
-        {"hook": "order-select", "id": "example-order-select", "title": "Example at selection",
-         "description": "Checks the orders being signed.", "usageRequirements": "Needs the patient's labs."},
-    ]}
+    reg.register(
+        definition(
+            id="example-order-select",
+            hook="order-select",
+            title="Example at selection",
+            prefetch={},
+            usage_requirements="Needs the patient's labs.",
+        )
+    )
+    assert reg.discovery() == {
+        "services": [
+            {
+                "hook": "order-sign",
+                "id": "example-order-sign",
+                "title": "Example at order signing",
+                "description": "Checks the orders being signed.",
+                "prefetch": {"patient": "Patient/{{context.patientId}}"},
+            },
+            {
+                "hook": "order-select",
+                "id": "example-order-select",
+                "title": "Example at selection",
+                "description": "Checks the orders being signed.",
+                "usageRequirements": "Needs the patient's labs.",
+            },
+        ]
+    }
 
 
 def test_empty_registry_discovery():
@@ -84,10 +103,20 @@ def test_handler_is_carried_untouched():
     assert definition().handler is handler
 
 
-@pytest.mark.parametrize("bad", [
-    {"id": "has space"}, {"id": ""}, {"id": "a/b"}, {"hook": ""}, {"description": ""}, {"description": "  "},
-    {"title": ""}, {"prefetch": {"patient": ""}}, {"prefetch": {"": "Patient/1"}},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"id": "has space"},
+        {"id": ""},
+        {"id": "a/b"},
+        {"hook": ""},
+        {"description": ""},
+        {"description": "  "},
+        {"title": ""},
+        {"prefetch": {"patient": ""}},
+        {"prefetch": {"": "Patient/1"}},
+    ],
+)
 def test_invalid_definitions_fail_at_declaration(bad):
     with pytest.raises(ValidationError):
         definition(**bad)

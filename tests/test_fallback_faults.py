@@ -7,6 +7,7 @@ TestClient talks to the app over its own transport, so respx (which patches http
 transports) only sees the service's FHIR requests; `assert_all_mocked` makes any request outside the
 mocked base an error instead of a real network call.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,9 +22,9 @@ import pytest
 import respx
 from fastapi.testclient import TestClient
 
-from service.web.app import create_app
 from service.cards.order_hooks import prefetch_templates
 from service.clinical.valuesets import value_sets
+from service.web.app import create_app
 from tests.cases import BY_NAME, T0, hook_request, obs, prefetch_for
 from tests.conftest import dev_settings
 from tests.fake_fhir import FakeFhir, outcome
@@ -52,8 +53,10 @@ def fhir() -> respx.MockRouter:
 
 
 def patient_resources(patient: str = PATIENT, case: str = "T1") -> list[dict]:
-    return [*BY_NAME[case].observations(patient),
-            {"resourceType": "Patient", "id": patient, "birthDate": "1960-01-01", "gender": "female"}]
+    return [
+        *BY_NAME[case].observations(patient),
+        {"resourceType": "Patient", "id": patient, "birthDate": "1960-01-01", "gender": "female"},
+    ]
 
 
 def call(client: TestClient, patient: str = PATIENT, **kwargs) -> tuple[httpx.Response, float]:
@@ -80,8 +83,9 @@ def assert_412(response: httpx.Response, elapsed: float, keys: list[str], code: 
     return body
 
 
-_CODE_PARAMS = {parse_qs(t.split("?", 1)[1])["code"][0]: key
-                for key, t in prefetch_templates(value_sets()).items() if "code=" in t}
+_CODE_PARAMS = {
+    parse_qs(t.split("?", 1)[1])["code"][0]: key for key, t in prefetch_templates(value_sets()).items() if "code=" in t
+}
 
 
 def key_of(request: httpx.Request) -> str:
@@ -96,10 +100,15 @@ def key_of(request: httpx.Request) -> str:
 ALL_KEYS = set(prefetch_templates(value_sets()))
 
 
-def for_keys(keys: set[str], effect: object, otherwise: Callable[[httpx.Request], httpx.Response] | None = None,
-             seen: list[httpx.Request] | None = None):
+def for_keys(
+    keys: set[str],
+    effect: object,
+    otherwise: Callable[[httpx.Request], httpx.Response] | None = None,
+    seen: list[httpx.Request] | None = None,
+):
     """A respx side effect: `effect` for requests of `keys`, `otherwise` for the rest; requests go to
     `seen` when they arrive (respx records a call only once it is answered, a timed-out one never)."""
+
     async def dispatch(request: httpx.Request) -> httpx.Response:
         if seen is not None:
             seen.append(request)
@@ -130,16 +139,30 @@ async def _slow(request: httpx.Request) -> httpx.Response:
 
 
 def _looping(request: httpx.Request) -> httpx.Response:
-    return httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset", "entry": [],
-                                     "link": [{"relation": "next", "url": str(request.url)}]})
+    return httpx.Response(
+        200,
+        json={
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [],
+            "link": [{"relation": "next", "url": str(request.url)}],
+        },
+    )
 
 
 def _endless(request: httpx.Request) -> httpx.Response:
     # Distinct next links forever (a broken cursor): ends at the page cap, not in a loop check.
     page = int(request.url.params.get("page", "0"))
     next_url = request.url.copy_set_param("page", str(page + 1))
-    return httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset", "entry": [],
-                                     "link": [{"relation": "next", "url": str(next_url)}]})
+    return httpx.Response(
+        200,
+        json={
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [],
+            "link": [{"relation": "next", "url": str(next_url)}],
+        },
+    )
 
 
 _HUGE_BODY = b'{"resourceType":"Bundle","type":"searchset","entry":[' + b" " * HUGE + b"]}"
@@ -176,17 +199,27 @@ FAULTS: dict[str, tuple[object, str]] = {
     "403": (_respond(403, json=outcome("forbidden")), "forbidden"),
     "404-on-search": (_respond(404, json=outcome("not-found")), "not-found"),
     "500": (_respond(500, json=outcome("exception")), "exception"),
-    "malformed-json": (_respond(200, content=b'{"resourceType": "Bundle", "entry": [',
-                                headers={"content-type": "application/fhir+json"}), "structure"),
-    "html-error-page": (_respond(502, content=b"<html><body>Bad Gateway</body></html>",
-                                 headers={"content-type": "text/html"}), "exception"),
-    "html-page-with-200": (_respond(200, content=b"<!doctype html><title>Login</title>",
-                                    headers={"content-type": "text/html"}), "structure"),
+    "malformed-json": (
+        _respond(
+            200, content=b'{"resourceType": "Bundle", "entry": [', headers={"content-type": "application/fhir+json"}
+        ),
+        "structure",
+    ),
+    "html-error-page": (
+        _respond(502, content=b"<html><body>Bad Gateway</body></html>", headers={"content-type": "text/html"}),
+        "exception",
+    ),
+    "html-page-with-200": (
+        _respond(200, content=b"<!doctype html><title>Login</title>", headers={"content-type": "text/html"}),
+        "structure",
+    ),
     "operation-outcome-with-200": (_respond(200, json=outcome("too-costly")), "exception"),
     "next-loop": (_looping, "incomplete"),
     "endless-next": (_endless, "incomplete"),
-    "huge-bundle-declared": (_respond(200, content=_HUGE_BODY,
-                                      headers={"content-type": "application/fhir+json"}), "structure"),
+    "huge-bundle-declared": (
+        _respond(200, content=_HUGE_BODY, headers={"content-type": "application/fhir+json"}),
+        "structure",
+    ),
     "huge-bundle-streamed": (_huge_streamed, "structure"),
 }
 
@@ -216,8 +249,10 @@ def test_fault_on_one_lab_key_fails_the_hook_not_just_that_lab(app_client, fhir,
 def test_server_that_caps_its_page_size_gives_412_not_a_low_from_the_first_pages(app_client, fhir):
     """Thirty recent hemoglobin results, two per page: eleven pages needed, ten allowed."""
     resources = patient_resources()
-    resources += [obs(f"hb-extra-{i}", "718-7", 12.0, "g/dL", f"2024-03-{9 - i // 5:02d}T0{i % 5}:00:00+00:00",
-                      patient=PATIENT) for i in range(30)]
+    resources += [
+        obs(f"hb-extra-{i}", "718-7", 12.0, "g/dL", f"2024-03-{9 - i // 5:02d}T0{i % 5}:00:00+00:00", patient=PATIENT)
+        for i in range(30)
+    ]
     server = FakeFhir(BASE, resources, token=TOKEN, max_page_size=2)
     fhir.route().mock(side_effect=server)
     response, elapsed = call(app_client)
@@ -229,12 +264,14 @@ def test_lookback_stop_ends_paging_of_a_non_ht_key(app_client, fhir, caplog):
     """One LDH every 3 days for 120 days, two per page: paging stops past T0 − 30 days."""
     resources = patient_resources()
     days = range(1, 121, 3)
-    resources += [obs(f"ldh-{d}", "2532-0", 400 if d == 1 else 250, "U/L",
-                      (_t0() - _days(d)).isoformat(), patient=PATIENT) for d in days]
+    resources += [
+        obs(f"ldh-{d}", "2532-0", 400 if d == 1 else 250, "U/L", (_t0() - _days(d)).isoformat(), patient=PATIENT)
+        for d in days
+    ]
     server = FakeFhir(BASE, resources, token=TOKEN, max_page_size=2)
     fhir.route().mock(side_effect=server)
     with caplog.at_level("INFO", logger="hematotox.hook"):
-        response, elapsed = call(app_client)
+        response, _elapsed = call(app_client)
     ext = risk_ext(response)
     ldh_pages = [r for r in server.searches("Observation") if "2532-0" in r.url.params["code"]]
     # Results at T0-1, -4, ..., the first older than T0-32 days is T0-34 (the 12th): page 6. Not all 20 pages.
@@ -242,8 +279,12 @@ def test_lookback_stop_ends_paging_of_a_non_ht_key(app_client, fhir, caplog):
     line = next(r.event for r in caplog.records if r.name == "hematotox.hook" and r.msg == "hook")
     assert line["fhir"]["stoppedEarly"] >= 1
     # The same answer as with every result in the prefetch.
-    full = hook_request("order-sign", PATIENT, None,
-                        prefetch=prefetch_for([r for r in resources if r["resourceType"] == "Observation"], PATIENT))
+    full = hook_request(
+        "order-sign",
+        PATIENT,
+        None,
+        prefetch=prefetch_for([r for r in resources if r["resourceType"] == "Observation"], PATIENT),
+    )
     assert _strip(risk_ext(app_client.post(SIGN, json=full))) == _strip(ext)
 
 
@@ -251,8 +292,9 @@ def test_ht_keys_are_read_to_the_end_for_results_with_only_issued(app_client, fh
     """Servers sort results without effective[x] last; the newest platelet count may be one of them
     (spec §1.5: use `issued`). Stopping at the lookback would have given a wrong LOW."""
     resources = [r for r in patient_resources() if r["id"] != f"{PATIENT}-plt"]
-    resources += [obs(f"plt-{d}", "777-3", 250, "10*9/L", (_t0() - _days(d)).isoformat(), patient=PATIENT)
-                  for d in range(1, 61)]
+    resources += [
+        obs(f"plt-{d}", "777-3", 250, "10*9/L", (_t0() - _days(d)).isoformat(), patient=PATIENT) for d in range(1, 61)
+    ]
     late = obs("plt-issued", "777-3", 50, "10*9/L", patient=PATIENT)
     del late["effectiveDateTime"]
     late["issued"] = (_t0() - _days(0.25)).isoformat()

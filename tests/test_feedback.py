@@ -33,16 +33,25 @@ CARD = "9368d37b-283f-44a0-93ea-547cebab93ed"
 
 
 def overridden(card: str = CARD, ts: str = "2024-03-10T10:00:00Z", comment: str | None = None) -> dict:
-    reason = {"reason": {"system": "https://hematotox-cds.example.org/override", "code": "not-relevant",
-                         "display": "Not relevant"}}
+    reason = {
+        "reason": {
+            "system": "https://hematotox-cds.example.org/override",
+            "code": "not-relevant",
+            "display": "Not relevant",
+        }
+    }
     if comment:
         reason["userComment"] = comment
     return {"card": card, "outcome": "overridden", "overrideReason": reason, "outcomeTimestamp": ts}
 
 
 def accepted(card: str = CARD, ts: str = "2024-03-10T10:00:00Z", *ids: str) -> dict:
-    return {"card": card, "outcome": "accepted", "acceptedSuggestions": [{"id": i} for i in ids or ("s1",)],
-            "outcomeTimestamp": ts}
+    return {
+        "card": card,
+        "outcome": "accepted",
+        "acceptedSuggestions": [{"id": i} for i in ids or ("s1",)],
+        "outcomeTimestamp": ts,
+    }
 
 
 def rows(store_url: str | None, sqlite_path: str) -> list[dict]:
@@ -72,8 +81,9 @@ def backend(request, tmp_path) -> Iterator[tuple[str | None, str]]:
 @pytest.fixture
 def app_client(backend):
     url, path = backend
-    with TestClient(create_app(dev_settings(feedback={"database_url": url, "sqlite_path": path})),
-                    raise_server_exceptions=False) as c:
+    with TestClient(
+        create_app(dev_settings(feedback={"database_url": url, "sqlite_path": path})), raise_server_exceptions=False
+    ) as c:
         yield c, backend
 
 
@@ -97,26 +107,36 @@ def test_feedback_is_stored_once_however_often_it_is_sent(app_client):
 
 def test_different_outcomes_of_one_card_are_all_kept(app_client):
     c, (url, path) = app_client
-    body = {"feedback": [overridden(), overridden(comment="other reason"), overridden(ts="2024-03-11T10:00:00Z"),
-                         accepted()]}
+    body = {
+        "feedback": [
+            overridden(),
+            overridden(comment="other reason"),
+            overridden(ts="2024-03-11T10:00:00Z"),
+            accepted(),
+        ]
+    }
     assert c.post(FEEDBACK, json=body).status_code == 200
     assert len(rows(url, path)) == 4
 
 
-@pytest.mark.parametrize("body", [
-    {},
-    {"feedback": []},
-    {"feedback": [{"card": CARD, "outcome": "maybe", "outcomeTimestamp": "2024-03-10T10:00:00Z"}]},
-    {"feedback": [{"card": CARD, "outcome": "accepted", "outcomeTimestamp": "2024-03-10T10:00:00Z"}]},
-    {"feedback": [{**accepted(), "overrideReason": {"userComment": "x"}}]},
-    {"feedback": [{**overridden(), "acceptedSuggestions": [{"id": "s1"}]}]},
-    {"feedback": [{"card": CARD, "outcome": "overridden", "overrideReason": {}, "outcomeTimestamp": "2024-03-10"}]},
-    {"feedback": [{"card": CARD, "outcome": "overridden", "outcomeTimestamp": "yesterday"}]},
-    {"feedback": [{"card": CARD, "outcome": "overridden", "outcomeTimestamp": "0001-01-01T00:00:00+01:00"}]},
-    {"feedback": [{"card": "", "outcome": "overridden", "outcomeTimestamp": "2024-03-10T10:00:00Z"}]},
-    {"feedback": "all good"},
-    [overridden()],
-], ids=lambda b: str(b)[:60])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"feedback": []},
+        {"feedback": [{"card": CARD, "outcome": "maybe", "outcomeTimestamp": "2024-03-10T10:00:00Z"}]},
+        {"feedback": [{"card": CARD, "outcome": "accepted", "outcomeTimestamp": "2024-03-10T10:00:00Z"}]},
+        {"feedback": [{**accepted(), "overrideReason": {"userComment": "x"}}]},
+        {"feedback": [{**overridden(), "acceptedSuggestions": [{"id": "s1"}]}]},
+        {"feedback": [{"card": CARD, "outcome": "overridden", "overrideReason": {}, "outcomeTimestamp": "2024-03-10"}]},
+        {"feedback": [{"card": CARD, "outcome": "overridden", "outcomeTimestamp": "yesterday"}]},
+        {"feedback": [{"card": CARD, "outcome": "overridden", "outcomeTimestamp": "0001-01-01T00:00:00+01:00"}]},
+        {"feedback": [{"card": "", "outcome": "overridden", "outcomeTimestamp": "2024-03-10T10:00:00Z"}]},
+        {"feedback": "all good"},
+        [overridden()],
+    ],
+    ids=lambda b: str(b)[:60],
+)
 def test_invalid_feedback_is_400_outcome_and_not_stored(tmp_path, body):
     path = str(tmp_path / "f.sqlite3")
     with TestClient(create_app(dev_settings(feedback={"sqlite_path": path})), raise_server_exceptions=False) as c:
@@ -168,10 +188,11 @@ def test_sqlite_store_uses_wal(tmp_path):
 def test_the_sending_ehr_is_recorded(tmp_path):
     ehr = Ehr()
     path = str(tmp_path / "f.sqlite3")
-    settings = dev_settings(service={"development_mode": False, "public_base_url": BASE},
-                            trusted_clients=[{"issuer": ehr.issuer,
-                                              "jwks_file": str(write_jwks(tmp_path / "jwks.json", ehr))}],
-                            feedback={"sqlite_path": path})
+    settings = dev_settings(
+        service={"development_mode": False, "public_base_url": BASE},
+        trusted_clients=[{"issuer": ehr.issuer, "jwks_file": str(write_jwks(tmp_path / "jwks.json", ehr))}],
+        feedback={"sqlite_path": path},
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         r = c.post(FEEDBACK, json={"feedback": [overridden()]}, headers=bearer(ehr.token(BASE + FEEDBACK)))
         assert r.status_code == 200
@@ -198,10 +219,23 @@ def running_service(config: Path, port: int, env: dict) -> Iterator[subprocess.P
     output = config.parent / f"service-{port}-{time.monotonic_ns()}.log"
     with open(output, "wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service.web.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "warning"],
-            cwd=REPO, env={**os.environ, **env, "HEMATOTOX_CONFIG": str(config)},
-            stdout=sink, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "service.web.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=REPO,
+            env={**os.environ, **env, "HEMATOTOX_CONFIG": str(config)},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -232,19 +266,21 @@ def batch(writer: int, b: int) -> dict:
     # Two items of this writer's own, plus one that every writer sends (the same feedback delivered
     # by several paths): 50 x 4 x 2 + 1 distinct items in all.
     ts = f"2024-03-10T10:{b:02d}:{writer % 60:02d}Z"
-    return {"feedback": [
-        overridden(f"card-{writer}-{b}-a", ts, comment=f"comment {writer}/{b}"),
-        accepted(f"card-{writer}-{b}-b", ts, f"s-{writer}"),
-        overridden("card-shared", "2024-03-10T09:00:00Z"),
-    ]}
+    return {
+        "feedback": [
+            overridden(f"card-{writer}-{b}-a", ts, comment=f"comment {writer}/{b}"),
+            accepted(f"card-{writer}-{b}-b", ts, f"s-{writer}"),
+            overridden("card-shared", "2024-03-10T09:00:00Z"),
+        ]
+    }
 
 
 def test_50_concurrent_writers_and_a_crash_lose_and_duplicate_nothing(backend, tmp_path):
     url, sqlite_path = backend
     config = tmp_path / "config.toml"
     config.write_text(
-        '[service]\ndevelopment_mode = true\ntimezone = "UTC"\n'
-        f'[feedback]\nsqlite_path = "{sqlite_path}"\n')
+        f'[service]\ndevelopment_mode = true\ntimezone = "UTC"\n[feedback]\nsqlite_path = "{sqlite_path}"\n'
+    )
     env = {"HEMATOTOX_FEEDBACK__DATABASE_URL": url} if url else {}
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}{FEEDBACK}"
@@ -275,7 +311,7 @@ def test_50_concurrent_writers_and_a_crash_lose_and_duplicate_nothing(backend, t
                     with lock:
                         acknowledged.append((w, b))
                 post_until_stored(http, batch(w, 0))  # and a plain repeat
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(f"writer {w}: {exc}")
 
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(WRITERS)]

@@ -18,47 +18,56 @@ SIGN = "/cds-services/hematotox-order-sign"
 ALLOWED = ["https://ehr.example.org/fhir", "https://ehr.example.org:8443/r4/", "https://[::1]:9443/fhir"]
 
 
-@pytest.mark.parametrize("url", [
-    "https://ehr.example.org/fhir",
-    "https://ehr.example.org/fhir/",
-    "https://EHR.Example.ORG/fhir",
-    "HTTPS://ehr.example.org:443/fhir",
-    "https://ehr.example.org./fhir",
-    "https://ehr.example.org/fhir/R4",
-    "https://ehr.example.org:8443/r4",
-    "https://[::1]:9443/fhir",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://ehr.example.org/fhir",
+        "https://ehr.example.org/fhir/",
+        "https://EHR.Example.ORG/fhir",
+        "HTTPS://ehr.example.org:443/fhir",
+        "https://ehr.example.org./fhir",
+        "https://ehr.example.org/fhir/R4",
+        "https://ehr.example.org:8443/r4",
+        "https://[::1]:9443/fhir",
+    ],
+)
 def test_allowed(url):
     assert FhirServerAllowlist(ALLOWED).allows(url)
 
 
-@pytest.mark.parametrize("url", [
-    None, "", "ehr.example.org/fhir", "//ehr.example.org/fhir",
-    "http://ehr.example.org/fhir",                      # https required outside development mode
-    "https://ehr.example.org.evil.com/fhir",            # lookalike suffix
-    "https://evil-ehr.example.org/fhir",
-    "https://ehr.example.org@evil.com/fhir",            # userinfo: the host is evil.com
-    "https://evil.com@ehr.example.org/fhir",            # userinfo at all
-    "https://ehr.example.org:443@evil.com/fhir",
-    "https://ehr.example.org/fhirx",                    # path prefix must end at a segment
-    "https://ehr.example.org/",                         # above the allowed base
-    "https://ehr.example.org/fhir/../admin",            # dot segments
-    "https://ehr.example.org/fhir/%2e%2e/admin",        # escaped dot segments
-    "https://ehr.example.org/fhir%2fx",
-    "https://ehr.example.org\\@evil.com/fhir",          # backslash: parsers disagree
-    "https://ehr.example.org:8080/fhir",                # another port
-    "https://ehr.example.org:8443/r4x",
-    "https://ehr.example.org/fhir?x=1",
-    "https://ehr.example.org/fhir#x",
-    "https://ehr.example.org /fhir",
-    "https://ehr.example.org\t/fhir",
-    "https://ehr.exаmple.org/fhir",                     # Cyrillic 'а' (IDN homograph)
-    "https://ehr.example.org:99999/fhir",
-    "https://ehr.example.org:-1/fhir",
-    "ftp://ehr.example.org/fhir",
-    "file:///etc/passwd",
-    "https://[::1]:9444/fhir",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        None,
+        "",
+        "ehr.example.org/fhir",
+        "//ehr.example.org/fhir",
+        "http://ehr.example.org/fhir",  # https required outside development mode
+        "https://ehr.example.org.evil.com/fhir",  # lookalike suffix
+        "https://evil-ehr.example.org/fhir",
+        "https://ehr.example.org@evil.com/fhir",  # userinfo: the host is evil.com
+        "https://evil.com@ehr.example.org/fhir",  # userinfo at all
+        "https://ehr.example.org:443@evil.com/fhir",
+        "https://ehr.example.org/fhirx",  # path prefix must end at a segment
+        "https://ehr.example.org/",  # above the allowed base
+        "https://ehr.example.org/fhir/../admin",  # dot segments
+        "https://ehr.example.org/fhir/%2e%2e/admin",  # escaped dot segments
+        "https://ehr.example.org/fhir%2fx",
+        "https://ehr.example.org\\@evil.com/fhir",  # backslash: parsers disagree
+        "https://ehr.example.org:8080/fhir",  # another port
+        "https://ehr.example.org:8443/r4x",
+        "https://ehr.example.org/fhir?x=1",
+        "https://ehr.example.org/fhir#x",
+        "https://ehr.example.org /fhir",
+        "https://ehr.example.org\t/fhir",
+        "https://ehr.exаmple.org/fhir",  # Cyrillic 'а' (IDN homograph)
+        "https://ehr.example.org:99999/fhir",
+        "https://ehr.example.org:-1/fhir",
+        "ftp://ehr.example.org/fhir",
+        "file:///etc/passwd",
+        "https://[::1]:9444/fhir",
+    ],
+)
 def test_not_allowed(url):
     assert not FhirServerAllowlist(ALLOWED).allows(url)
 
@@ -71,8 +80,15 @@ def test_http_only_in_development_mode_and_any_port_entries():
     assert parse_server_url("http://127.0.0.1:*") is None  # a wildcard only in the configuration
 
 
-@pytest.mark.parametrize("entry", ["https://ehr.example.org/fhir?x", "https://u:p@ehr.example.org", "ehr.example.org",
-                                   "https://ehr.example.org/../x"])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "https://ehr.example.org/fhir?x",
+        "https://u:p@ehr.example.org",
+        "ehr.example.org",
+        "https://ehr.example.org/../x",
+    ],
+)
 def test_bad_allowlist_entries_fail_at_start(entry):
     with pytest.raises(ValueError):
         FhirServerAllowlist([entry])
@@ -101,7 +117,7 @@ class Listener:
         listener = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 listener.requests.append(self.path)
                 body = b'{"resourceType":"Bundle","type":"searchset","entry":[]}'
                 if self.path.split("?")[0].rstrip("/").split("/")[-2:-1] == ["Patient"]:
@@ -112,7 +128,7 @@ class Listener:
                 self.end_headers()
                 self.wfile.write(body)
 
-            do_POST = do_GET  # noqa: N815
+            do_POST = do_GET
 
             def log_message(self, *args):
                 pass
@@ -147,9 +163,11 @@ def listener():
 
 
 def app_client(tmp_path, allowed: list[str], development_mode: bool = True) -> TestClient:
-    settings = dev_settings(service={"development_mode": development_mode},
-                            fhir={"allowed_servers": allowed, "deadline_seconds": 2.0},
-                            feedback={"sqlite_path": str(tmp_path / "f.sqlite3")})
+    settings = dev_settings(
+        service={"development_mode": development_mode},
+        fhir={"allowed_servers": allowed, "deadline_seconds": 2.0},
+        feedback={"sqlite_path": str(tmp_path / "f.sqlite3")},
+    )
     return TestClient(create_app(settings), raise_server_exceptions=False)
 
 
@@ -201,8 +219,14 @@ def test_only_optional_keys_missing_answers_without_contacting_a_disallowed_serv
 
     pre = prefetch_for(BY_NAME["T9"].observations("p"), "p")
     del pre["ecog"]  # the optional key the hook lacks
-    req = hook_request("order-sign", "p", None, prefetch=pre,
-                       fhir_server=f"http://127.0.0.1:{listener.port}/fhir", token="token-for-the-ehr-only")
+    req = hook_request(
+        "order-sign",
+        "p",
+        None,
+        prefetch=pre,
+        fhir_server=f"http://127.0.0.1:{listener.port}/fhir",
+        token="token-for-the-ehr-only",
+    )
     with app_client(tmp_path, ["https://ehr.example.org/fhir"]) as c:
         r = c.post(SIGN, json=req)
     assert r.status_code == 200, r.text
@@ -217,7 +241,9 @@ def test_http_fhir_server_is_never_contacted_outside_development_mode(tmp_path, 
     settings = dev_settings(
         service={"development_mode": False, "public_base_url": BASE},
         trusted_clients=[{"issuer": ehr.issuer, "jwks_file": str(write_jwks(tmp_path / "jwks.json", ehr))}],
-        fhir={"allowed_servers": [base]}, feedback={"sqlite_path": str(tmp_path / "f.sqlite3")})
+        fhir={"allowed_servers": [base]},
+        feedback={"sqlite_path": str(tmp_path / "f.sqlite3")},
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         r = c.post(SIGN, json=no_prefetch_hook(base), headers=bearer(ehr.token(BASE + SIGN)))
     assert_not_allowed_412(r)
@@ -228,8 +254,9 @@ def test_complete_prefetch_with_a_disallowed_server_needs_no_contact(tmp_path, l
     # A fhirServer that is not allowed only matters when something would be fetched from it.
     pre = prefetch_for(BY_NAME["T1"].observations("p"), "p")
     pre["ecog"] = None  # every key answered: nothing to fetch
-    req = hook_request("order-sign", "p", None, prefetch=pre, fhir_server=f"http://127.0.0.1:{listener.port}/fhir",
-                       token="tok")
+    req = hook_request(
+        "order-sign", "p", None, prefetch=pre, fhir_server=f"http://127.0.0.1:{listener.port}/fhir", token="tok"
+    )
     with app_client(tmp_path, []) as c:
         r = c.post(SIGN, json=req)
     assert r.status_code == 200 and r.json()["cards"]

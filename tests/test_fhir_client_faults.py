@@ -1,4 +1,5 @@
 """Every way a FHIR server can fail us: the right typed error, within the deadline, no token leaked."""
+
 from __future__ import annotations
 
 import asyncio
@@ -141,8 +142,16 @@ def test_real_socket_that_never_answers_ends_at_the_deadline():
 
 @pytest.mark.parametrize(
     ("status", "error"),
-    [(401, FhirAuthError), (403, FhirAuthError), (404, FhirNotFound), (410, FhirNotFound),
-     (400, FhirServerError), (422, FhirServerError), (500, FhirServerError), (503, FhirServerError)],
+    [
+        (401, FhirAuthError),
+        (403, FhirAuthError),
+        (404, FhirNotFound),
+        (410, FhirNotFound),
+        (400, FhirServerError),
+        (422, FhirServerError),
+        (500, FhirServerError),
+        (503, FhirServerError),
+    ],
 )
 def test_http_errors_carry_status_and_outcome(server, status, error):
     body = outcome("login" if status == 401 else "processing", diagnostics=f"echo {TOKEN} p1")
@@ -233,8 +242,12 @@ def test_page_cap_with_allow_partial_says_truncated(server):
 
 @pytest.mark.parametrize(
     "next_url",
-    ["https://evil.test/r4/Observation?page=2", "http://fhir.test/r4/Observation?page=2",
-     "https://fhir.test:8443/r4/Observation?page=2", "//evil.test/r4/Observation?page=2"],
+    [
+        "https://evil.test/r4/Observation?page=2",
+        "http://fhir.test/r4/Observation?page=2",
+        "https://fhir.test:8443/r4/Observation?page=2",
+        "//evil.test/r4/Observation?page=2",
+    ],
 )
 def test_next_link_to_another_origin_is_refused(server, next_url):
     server.get(SEARCH_URL).respond(200, json=searchset("a", next_url=next_url))

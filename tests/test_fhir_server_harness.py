@@ -1,4 +1,5 @@
 """The real FHIR server (local sekmet-fhir, or FHIR_BASE_URL) does what the service relies on."""
+
 from __future__ import annotations
 
 import asyncio
@@ -72,8 +73,9 @@ def test_token_or_list_sorted_newest_first_with_count(fhir_server, loaded):
 
 
 def test_single_code_and_date_prefix(fhir_server, loaded):
-    result = search(fhir_server, f"Observation?patient={loaded['patient']}&code={SYSTEM}|beta&date=ge2024-03-04"
-                                 "&_sort=-date")
+    result = search(
+        fhir_server, f"Observation?patient={loaded['patient']}&code={SYSTEM}|beta&date=ge2024-03-04&_sort=-date"
+    )
     assert [r["effectiveDateTime"][:10] for r in result.resources] == ["2024-03-06", "2024-03-04"]
 
 
@@ -118,8 +120,9 @@ def test_bearer_token_is_checked(fhir_server, loaded):
 def test_read_and_read_missing(fhir_server, loaded):
     async def read(reference: str) -> dict:
         async with FhirClient() as client:
-            return await client.read(fhir_server.base_url, reference, fhir_server.access_token,
-                                     time.monotonic() + DEADLINE)
+            return await client.read(
+                fhir_server.base_url, reference, fhir_server.access_token, time.monotonic() + DEADLINE
+            )
 
     assert asyncio.run(read(f"Patient/{loaded['patient']}"))["id"] == loaded["patient"]
     with pytest.raises(FhirNotFound):
@@ -137,8 +140,15 @@ def test_resolve_mixed_prefetch_against_the_real_server(fhir_server, loaded):
 
     async def call():
         async with FhirClient() as client:
-            return await resolve(templates, {"patientId": loaded["patient"]}, prefetch, client,
-                                 fhir_server.base_url, fhir_server.access_token, time.monotonic() + DEADLINE)
+            return await resolve(
+                templates,
+                {"patientId": loaded["patient"]},
+                prefetch,
+                client,
+                fhir_server.base_url,
+                fhir_server.access_token,
+                time.monotonic() + DEADLINE,
+            )
 
     resolved = asyncio.run(call())
     assert resolved["patient"][0]["id"] == loaded["patient"]

@@ -6,9 +6,10 @@ field the domain reads (orders, observations, conditions, patient).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cds_hooks.models import HookRequest, order_context
 from service.cards.order_hooks import cards_for, trigger_for
@@ -18,19 +19,64 @@ from tests.conftest import dev_settings
 
 CLINIC = clinic_from_settings(dev_settings())
 # Keys the domain reads, so that generated objects reach nested places ("coding": 5, ...).
-VOCAB = ["coding", "code", "system", "reference", "value", "unit", "comparator", "start", "end", "event",
-         "timing", "repeat", "boundsPeriod", "text", "display", "high", "id", "resourceType"]
+VOCAB = [
+    "coding",
+    "code",
+    "system",
+    "reference",
+    "value",
+    "unit",
+    "comparator",
+    "start",
+    "end",
+    "event",
+    "timing",
+    "repeat",
+    "boundsPeriod",
+    "text",
+    "display",
+    "high",
+    "id",
+    "resourceType",
+]
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=12)
     | st.sampled_from(["http://loinc.org", "http://unitsofmeasure.org", "2024-03-09", "<", "Patient/p"]),
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.sampled_from(VOCAB) | st.text(max_size=6), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(VOCAB) | st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=16,
 )
-OBS_FIELDS = ["status", "code", "subject", "effectiveDateTime", "effectivePeriod", "issued", "valueQuantity",
-              "dataAbsentReason", "referenceRange", "interpretation", "specimen", "valueInteger", "id"]
-ORDER_FIELDS = ["status", "subject", "patient", "medicationCodeableConcept", "medicationReference",
-                "contained", "dosageInstruction", "resourceType", "id"]
+OBS_FIELDS = [
+    "status",
+    "code",
+    "subject",
+    "effectiveDateTime",
+    "effectivePeriod",
+    "issued",
+    "valueQuantity",
+    "dataAbsentReason",
+    "referenceRange",
+    "interpretation",
+    "specimen",
+    "valueInteger",
+    "id",
+]
+ORDER_FIELDS = [
+    "status",
+    "subject",
+    "patient",
+    "medicationCodeableConcept",
+    "medicationReference",
+    "contained",
+    "dosageInstruction",
+    "resourceType",
+    "id",
+]
 COND_FIELDS = ["code", "clinicalStatus", "verificationStatus", "subject", "id"]
 
 
@@ -48,16 +94,24 @@ def _request(obs_field, obs_value, order_field, order_value, cond_field, cond_va
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(OBS_FIELDS), json_values, st.sampled_from(ORDER_FIELDS), json_values,
-       st.sampled_from(COND_FIELDS), json_values)
+@given(
+    st.sampled_from(OBS_FIELDS),
+    json_values,
+    st.sampled_from(ORDER_FIELDS),
+    json_values,
+    st.sampled_from(COND_FIELDS),
+    json_values,
+)
 def test_domain_never_raises_on_hostile_json(obs_field, obs_value, order_field, order_value, cond_field, cond_value):
     req = HookRequest.model_validate(_request(obs_field, obs_value, order_field, order_value, cond_field, cond_value))
     ctx = order_context(req)
-    trigger = trigger_for(ctx, CLINIC, datetime.now(timezone.utc))
+    trigger = trigger_for(ctx, CLINIC, datetime.now(UTC))
     if trigger is None:
         return
-    data = {k: [e["resource"] for e in v.get("entry", [])] if v.get("resourceType") == "Bundle" else [v]
-            for k, v in req.prefetch.items()}
+    data = {
+        k: [e["resource"] for e in v.get("entry", [])] if v.get("resourceType") == "Bundle" else [v]
+        for k, v in req.prefetch.items()
+    }
     cards = cards_for(trigger, ctx, data, CLINIC)
     risk = cards[0].extension["hematotox-cds"]["hematotox"]
     # Garbage in one place may remove data, never invent a LOW: T19 is HIGH on every analyte.
@@ -116,7 +170,10 @@ def test_dates_at_the_ends_of_the_calendar_are_no_date(client):
 def test_easix_with_a_tiny_platelet_count_does_not_crash(client):
     from tests.cases import obs
 
-    observations = _with("T1", "plt", value=1e-24) + [obs("ldh", "2532-0", 500, "U/L", patient="p"),
-                                                      obs("crea", "2160-0", 1.0, "mg/dL", patient="p")]
+    observations = [
+        *_with("T1", "plt", value=1e-24),
+        obs("ldh", "2532-0", 500, "U/L", patient="p"),
+        obs("crea", "2160-0", 1.0, "mg/dL", patient="p"),
+    ]
     nrm = _sign(client, observations)["nrm"]
     assert nrm["easix"] > 1e20

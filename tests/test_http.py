@@ -22,8 +22,18 @@ def test_discovery_lists_both_hooks_with_restricted_prefetch(client):
     services = {s["id"]: s for s in r.json()["services"]}
     assert {s["hook"] for s in services.values()} == {"order-select", "order-sign"}
     pre = services["hematotox-order-sign"]["prefetch"]
-    assert set(pre) == {"anc", "hemoglobin", "platelets", "crp", "ferritin", "ldh", "creatinine",
-                        "ecog", "patient", "conditions"}
+    assert set(pre) == {
+        "anc",
+        "hemoglobin",
+        "platelets",
+        "crp",
+        "ferritin",
+        "ldh",
+        "creatinine",
+        "ecog",
+        "patient",
+        "conditions",
+    }
     for key, query in pre.items():
         assert "{{context.patientId}}" in query
         assert "today()" not in query

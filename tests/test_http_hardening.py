@@ -17,16 +17,24 @@ LIMIT = 64 * 1024
 
 @pytest.fixture(scope="module")
 def hardened(tmp_path_factory):
-    settings = dev_settings(service={"cors_origins": [SANDBOX], "max_body_bytes": LIMIT},
-                            feedback={"sqlite_path": str(tmp_path_factory.mktemp("h") / "f.sqlite3")})
+    settings = dev_settings(
+        service={"cors_origins": [SANDBOX], "max_body_bytes": LIMIT},
+        feedback={"sqlite_path": str(tmp_path_factory.mktemp("h") / "f.sqlite3")},
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         yield c
 
 
 # --------------------------------------------------------------------------- CORS
 def test_preflight_from_an_allowed_origin(hardened):
-    r = hardened.options(SIGN, headers={"Origin": SANDBOX, "Access-Control-Request-Method": "POST",
-                                        "Access-Control-Request-Headers": "authorization, content-type"})
+    r = hardened.options(
+        SIGN,
+        headers={
+            "Origin": SANDBOX,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
     assert r.status_code == 200
     assert r.headers["access-control-allow-origin"] == SANDBOX
     assert "authorization" in r.headers["access-control-allow-headers"].lower()
@@ -41,7 +49,9 @@ def test_preflight_from_another_origin_is_not_allowed(hardened):
 
 def test_simple_request_carries_the_origin_only_when_allowed(hardened):
     assert hardened.get("/cds-services", headers={"Origin": SANDBOX}).headers["access-control-allow-origin"] == SANDBOX
-    assert "access-control-allow-origin" not in hardened.get("/cds-services", headers={"Origin": "https://x.org"}).headers
+    assert (
+        "access-control-allow-origin" not in hardened.get("/cds-services", headers={"Origin": "https://x.org"}).headers
+    )
 
 
 def test_no_cors_headers_without_configured_origins(client):
@@ -66,6 +76,7 @@ def big_hook(size: int) -> bytes:
     req = hook_request("order-sign", "p", BY_NAME["T1"].observations("p"))
     req["padding"] = "x" * size
     import orjson
+
     return orjson.dumps(req)
 
 
@@ -78,14 +89,17 @@ def test_streamed_body_over_the_limit_is_413(hardened):
 
     def chunks():  # no Content-Length: chunked transfer
         for i in range(0, len(body), 8192):
-            yield body[i:i + 8192]
+            yield body[i : i + 8192]
 
     assert_413(hardened.post(SIGN, content=chunks(), headers={"Content-Type": "application/json"}))
 
 
 def test_feedback_over_the_limit_is_413(hardened):
-    assert_413(hardened.post(SIGN + "/feedback", content=b"[" + b"1," * LIMIT + b"1]",
-                             headers={"Content-Type": "application/json"}))
+    assert_413(
+        hardened.post(
+            SIGN + "/feedback", content=b"[" + b"1," * LIMIT + b"1]", headers={"Content-Type": "application/json"}
+        )
+    )
 
 
 def test_body_under_the_limit_passes(hardened):
@@ -103,20 +117,24 @@ API_HEADERS = {
 }
 
 
-@pytest.mark.parametrize("method,path,body", [
-    ("GET", "/cds-services", None),                                   # 200
-    ("POST", SIGN, "hook"),                                           # 200 with cards (PHI)
-    ("POST", SIGN, "{not json"),                                      # 400
-    ("POST", "/cds-services/nope", "{}"),                             # 404
-    ("GET", "/nowhere", None),                                        # 404 outside the API
-    ("PUT", SIGN, None),                                              # 405
-    ("POST", SIGN + "/feedback", "{}"),                               # 400
-    ("GET", "/openapi.json", None),
-])
+@pytest.mark.parametrize(
+    "method,path,body",
+    [
+        ("GET", "/cds-services", None),  # 200
+        ("POST", SIGN, "hook"),  # 200 with cards (PHI)
+        ("POST", SIGN, "{not json"),  # 400
+        ("POST", "/cds-services/nope", "{}"),  # 404
+        ("GET", "/nowhere", None),  # 404 outside the API
+        ("PUT", SIGN, None),  # 405
+        ("POST", SIGN + "/feedback", "{}"),  # 400
+        ("GET", "/openapi.json", None),
+    ],
+)
 def test_every_response_has_api_headers(hardened, method, path, body):
     content = None
     if body == "hook":
         import orjson
+
         content = orjson.dumps(hook_request("order-sign", "p", BY_NAME["T1"].observations("p")))
     elif body is not None:
         content = body.encode()
@@ -126,8 +144,9 @@ def test_every_response_has_api_headers(hardened, method, path, body):
 
 
 def test_hsts_when_the_public_url_is_https(tmp_path):
-    settings = dev_settings(service={"public_base_url": "https://cds.example.org"},
-                            feedback={"sqlite_path": str(tmp_path / "f.sqlite3")})
+    settings = dev_settings(
+        service={"public_base_url": "https://cds.example.org"}, feedback={"sqlite_path": str(tmp_path / "f.sqlite3")}
+    )
     with TestClient(create_app(settings)) as c:
         assert c.get("/cds-services").headers["strict-transport-security"].startswith("max-age=")
 
@@ -163,7 +182,11 @@ def test_non_string_resource_type_or_status_in_draft_orders_is_not_a_500(client)
 
 
 def test_feedback_timestamp_without_a_utc_equivalent_is_400(client):
-    item = {"card": "c", "outcome": "overridden", "overrideReason": {"userComment": "x"},
-            "outcomeTimestamp": "0001-01-01T00:00:00+01:00"}
+    item = {
+        "card": "c",
+        "outcome": "overridden",
+        "overrideReason": {"userComment": "x"},
+        "outcomeTimestamp": "0001-01-01T00:00:00+01:00",
+    }
     r = client.post(SIGN + "/feedback", json={"feedback": [item]})
     assert r.status_code == 400 and r.json()["resourceType"] == "OperationOutcome"

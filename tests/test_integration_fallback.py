@@ -6,6 +6,7 @@ transaction Bundle under ids unique to this run. The app runs in-process (TestCl
 server's base URL on its `fhir.allowed_servers`; each hook carries `fhirServer` and the server's
 bearer token in `fhirAuthorization`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -20,11 +21,11 @@ from fastapi.testclient import TestClient
 
 from cds_hooks.fhir_client import FhirClient
 from cds_hooks.prefetch import PrefetchUnavailable, resolve
-from service.web.app import create_app
 from service.cards.order_hooks import prefetch_templates
 from service.clinical.labs import LabRules
-from service.web.paging import lookback_stop
 from service.clinical.valuesets import value_sets
+from service.web.app import create_app
+from service.web.paging import lookback_stop
 from tests.cases import BY_NAME, CASES, T0, Case, hook_request, obs, prefetch_for, searchset
 from tests.conftest import dev_settings
 from tests.fhir_server import FhirTestServer, load_transaction, transaction, unique_id
@@ -54,8 +55,10 @@ HB_VALUES = (8.8, 9.5, 10.0, 11.0, 12.0, 13.0, 14.0)
 
 
 def paging_observations(patient: str) -> list[dict]:
-    hbs = [obs(f"{patient}-hb{d}", "718-7", v, "g/dL", (T0_DT - timedelta(days=d)).isoformat(), patient=patient)
-           for d, v in zip(HB_DAYS, HB_VALUES)]
+    hbs = [
+        obs(f"{patient}-hb{d}", "718-7", v, "g/dL", (T0_DT - timedelta(days=d)).isoformat(), patient=patient)
+        for d, v in zip(HB_DAYS, HB_VALUES, strict=False)
+    ]
     others = [o for o in BY_NAME["T1"].observations(patient) if o["code"]["coding"][0]["code"] != "718-7"]
     return hbs + others
 
@@ -89,8 +92,9 @@ def full_prefetch(observations: list[dict], patient: str) -> dict:
     return prefetch
 
 
-def post(client: TestClient, server: FhirTestServer, patient: str, prefetch: dict | None = None,
-         token: str | None = "server") -> httpx.Response:
+def post(
+    client: TestClient, server: FhirTestServer, patient: str, prefetch: dict | None = None, token: str | None = "server"
+) -> httpx.Response:
     token = server.access_token if token == "server" else token
     req = hook_request("order-sign", patient, None, prefetch=prefetch, fhir_server=server.base_url, token=token)
     if token is None:
@@ -118,16 +122,19 @@ def same(a: dict, b: dict) -> None:
 @pytest.fixture(scope="module")
 def with_prefetch(app_client, fhir_server, loaded) -> dict[str, dict]:
     """Each case's risk extension with full prefetch (no request to the FHIR server)."""
-    return {name: risk_extension(post(app_client, fhir_server, pid(name), full_prefetch(obs_, pid(name))))
-            for name, obs_ in loaded.items()}
+    return {
+        name: risk_extension(post(app_client, fhir_server, pid(name), full_prefetch(obs_, pid(name))))
+        for name, obs_ in loaded.items()
+    }
 
 
 # ------------------------------------------------------------------------------ T1–T39 with no prefetch
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_worked_case_without_prefetch_equals_full_prefetch(app_client, fhir_server, loaded, with_prefetch,
-                                                            case: Case, caplog):
+def test_worked_case_without_prefetch_equals_full_prefetch(
+    app_client, fhir_server, loaded, with_prefetch, case: Case, caplog
+):
     with caplog.at_level(logging.INFO, logger="hematotox.hook"):
         ext = risk_extension(post(app_client, fhir_server, pid(case.name)))
     check_case(ext, case)
@@ -158,7 +165,7 @@ def test_partial_prefetch_equals_full_prefetch(app_client, fhir_server, loaded, 
 
 def test_null_for_what_the_server_has_nothing_of_equals_full_prefetch(app_client, fhir_server, loaded, with_prefetch):
     patient = pid("T20")
-    prefetch = {key: None for key in EMPTY_KEYS}  # the labs and the patient come from the server
+    prefetch = dict.fromkeys(EMPTY_KEYS)  # the labs and the patient come from the server
     same(risk_extension(post(app_client, fhir_server, patient, prefetch)), with_prefetch["T20"])
 
 
@@ -175,7 +182,7 @@ def test_null_is_believed_not_refetched(app_client, fhir_server, loaded):
 def test_operation_outcome_in_every_slot_is_fetched(app_client, fhir_server, loaded, with_prefetch):
     patient = pid("T19")
     failed = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "timeout"}]}
-    prefetch = {key: failed for key in TEMPLATES}
+    prefetch = dict.fromkeys(TEMPLATES, failed)
     same(risk_extension(post(app_client, fhir_server, patient, prefetch)), with_prefetch["T19"])
 
 
@@ -216,8 +223,17 @@ def _resolve_small_pages(server: FhirTestServer, patient: str, *, max_pages: int
 
     async def go():
         async with FhirClient() as client:
-            return await resolve(templates, {"patientId": patient}, None, client, server.base_url,
-                                 server.access_token, time.monotonic() + 30, max_pages=max_pages, stop_paging=stop)
+            return await resolve(
+                templates,
+                {"patientId": patient},
+                None,
+                client,
+                server.base_url,
+                server.access_token,
+                time.monotonic() + 30,
+                max_pages=max_pages,
+                stop_paging=stop,
+            )
 
     return asyncio.run(go())
 

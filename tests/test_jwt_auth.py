@@ -35,8 +35,13 @@ STRANGER = Ehr(issuer="https://evil.example.org", alg="ES384", kid="es-1")
 def secure_settings(tmp_path, **service):
     return dev_settings(
         service={"development_mode": False, "public_base_url": BASE, **service},
-        trusted_clients=[{"issuer": ISSUER, "jwks_file": str(write_jwks(tmp_path / "ehr-jwks.json", ES, RS)),
-                          "jku_allowlist": [JKU_OK]}],
+        trusted_clients=[
+            {
+                "issuer": ISSUER,
+                "jwks_file": str(write_jwks(tmp_path / "ehr-jwks.json", ES, RS)),
+                "jku_allowlist": [JKU_OK],
+            }
+        ],
         fhir={"allowed_servers": []},
         feedback={"sqlite_path": str(tmp_path / "feedback.sqlite3")},
     )
@@ -44,8 +49,7 @@ def secure_settings(tmp_path, **service):
 
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory):
-    with TestClient(create_app(secure_settings(tmp_path_factory.mktemp("jwt"))),
-                    raise_server_exceptions=False) as c:
+    with TestClient(create_app(secure_settings(tmp_path_factory.mktemp("jwt"))), raise_server_exceptions=False) as c:
         yield c
 
 
@@ -54,9 +58,16 @@ def hook_body() -> dict:
 
 
 def feedback_body() -> dict:
-    return {"feedback": [{"card": "9368d37b-283f-44a0-93ea-547cebab93ed", "outcome": "overridden",
-                          "overrideReason": {"reason": {"system": "http://example.org", "code": "x"}},
-                          "outcomeTimestamp": "2024-03-10T10:00:00Z"}]}
+    return {
+        "feedback": [
+            {
+                "card": "9368d37b-283f-44a0-93ea-547cebab93ed",
+                "outcome": "overridden",
+                "overrideReason": {"reason": {"system": "http://example.org", "code": "x"}},
+                "outcomeTimestamp": "2024-03-10T10:00:00Z",
+            }
+        ]
+    }
 
 
 CALLS = {
@@ -111,13 +122,17 @@ ATTACKS = {
     "malformed three parts": (lambda aud: "a.b.c", "malformed"),
     "alg none": (alg_none, "alg"),
     "hs256 signed with the public key": (hs256_with_public_key, "alg"),
-    "expired": (lambda aud: ES.token(aud, iat=int(time.time()) - 900, exp=int(time.time()) - 300),
-                "claims:ExpiredTokenError"),
+    "expired": (
+        lambda aud: ES.token(aud, iat=int(time.time()) - 900, exp=int(time.time()) - 300),
+        "claims:ExpiredTokenError",
+    ),
     "not yet valid (nbf)": (lambda aud: ES.token(aud, nbf=int(time.time()) + 600), "claims:InvalidClaimError"),
     "issued in the future": (lambda aud: ES.token(aud, iat=int(time.time()) + 600), "claims:InvalidClaimError"),
     "wrong aud": (lambda aud: ES.token(BASE + "/cds-services/some-other-service"), "claims:InvalidClaimError"),
-    "aud of a lookalike host": (lambda aud: ES.token(aud.replace("cds.example.org", "cds.example.org.evil.com")),
-                                "claims:InvalidClaimError"),
+    "aud of a lookalike host": (
+        lambda aud: ES.token(aud.replace("cds.example.org", "cds.example.org.evil.com")),
+        "claims:InvalidClaimError",
+    ),
     "no aud": (lambda aud: ES.token(aud, aud=None), "claims:MissingClaimError"),
     "no exp": (lambda aud: ES.token(aud, exp=None), "claims:MissingClaimError"),
     "no jti": (lambda aud: ES.token(aud, jti=None), "claims:MissingClaimError"),
@@ -126,17 +141,21 @@ ATTACKS = {
     "right iss but another key (same kid)": (lambda aud: OTHER_KEY_SAME_KID.token(aud), "signature"),
     "right iss but another key (unknown kid)": (lambda aud: OTHER_KEY.token(aud), "kid"),
     "no kid": (lambda aud: ES.token(aud, header={"kid": None}), "kid"),
-    "jku not on the allowlist": (lambda aud: ES.token(aud, header={"jku": "https://evil.example.org/jwks.json"}),
-                                 "jku"),
+    "jku not on the allowlist": (
+        lambda aud: ES.token(aud, header={"jku": "https://evil.example.org/jwks.json"}),
+        "jku",
+    ),
     "tampered payload": (tampered, "signature"),
-    "EC key named for a PS384 token": (lambda aud: RS.token(aud, header={"alg": "PS384", "kid": ES.kid}),
-                                       "signature"),
+    "EC key named for a PS384 token": (lambda aud: RS.token(aud, header={"alg": "PS384", "kid": ES.kid}), "signature"),
 }
 
 
 def refusal_reasons(caplog) -> list[str]:
-    return [r.event["reason"] for r in caplog.records
-            if r.name == "hematotox.security" and getattr(r, "event", {}).get("status") == 401]
+    return [
+        r.event["reason"]
+        for r in caplog.records
+        if r.name == "hematotox.security" and getattr(r, "event", {}).get("status") == 401
+    ]
 
 
 @pytest.mark.parametrize("which", list(CALLS))
@@ -218,8 +237,10 @@ def test_ops_endpoints_are_not_behind_the_jwt(secure):
 
 # --------------------------------------------------------------------------- secure by default
 def test_no_trusted_client_and_no_development_mode_refuses_every_hook(tmp_path):
-    settings = dev_settings(service={"development_mode": False, "public_base_url": BASE},
-                            feedback={"sqlite_path": str(tmp_path / "f.sqlite3")})
+    settings = dev_settings(
+        service={"development_mode": False, "public_base_url": BASE},
+        feedback={"sqlite_path": str(tmp_path / "f.sqlite3")},
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         for which in CALLS:
             assert_bare_401(call(c, which))
@@ -274,15 +295,21 @@ def test_jwks_url_is_fetched_once_and_cached():
 def test_unknown_kid_refetches_the_jwks_once_then_rate_limits():
     new_key = Ehr(alg="ES384", kid="es-2")
     host = JwksHost(ES)
-    v = JwtVerifier([TrustedIssuer(ISSUER, jwks_url="https://ehr.example.org/jwks")],
-                    VerifierConfig(min_refresh_seconds=0), http_client=host.client())
+    v = JwtVerifier(
+        [TrustedIssuer(ISSUER, jwks_url="https://ehr.example.org/jwks")],
+        VerifierConfig(min_refresh_seconds=0),
+        http_client=host.client(),
+    )
     verify(v, ES.token(AUD))
     host.keys = jwks(ES, new_key)  # the EHR rotates: a new key appears in its JWKS
     assert verify(v, new_key.token(AUD)).issuer == ISSUER
     assert host.fetches == 2
 
-    limited = JwtVerifier([TrustedIssuer(ISSUER, jwks_url="https://ehr.example.org/jwks")],
-                          VerifierConfig(min_refresh_seconds=3600), http_client=JwksHost(ES).client())
+    limited = JwtVerifier(
+        [TrustedIssuer(ISSUER, jwks_url="https://ehr.example.org/jwks")],
+        VerifierConfig(min_refresh_seconds=3600),
+        http_client=JwksHost(ES).client(),
+    )
     verify(limited, ES.token(AUD))
     for _ in range(5):  # made-up kids cannot make us hammer the EHR's JWKS host
         with pytest.raises(AuthError):
@@ -332,8 +359,11 @@ def test_http_jwks_url_is_refused_outside_development():
 
 def test_replay_cache_is_per_issuer_and_bounded():
     host = JwksHost(ES)
-    v = JwtVerifier([TrustedIssuer(ISSUER, jwks_url="https://ehr.example.org/jwks")],
-                    VerifierConfig(jti_cache_size=10), http_client=host.client())
+    v = JwtVerifier(
+        [TrustedIssuer(ISSUER, jwks_url="https://ehr.example.org/jwks")],
+        VerifierConfig(jti_cache_size=10),
+        http_client=host.client(),
+    )
     for _ in range(25):
         verify(v, ES.token(AUD))
     assert len(v._seen) <= 10
@@ -341,9 +371,20 @@ def test_replay_cache_is_per_issuer_and_bounded():
 
 def test_odd_jwks_entries_are_skipped_not_fatal(tmp_path):
     path = tmp_path / "jwks.json"
-    path.write_text(json.dumps({"keys": [{"kty": {"x": 1}}, {"kty": ["EC"]}, "junk", {"kty": "EC", "kid": {}},
-                                         {"kty": "RSA", "kid": "rs-1", "n": "AQAB", "e": "AQAB"},  # 8-bit RSA
-                                         ES.public_jwk()]}))
+    path.write_text(
+        json.dumps(
+            {
+                "keys": [
+                    {"kty": {"x": 1}},
+                    {"kty": ["EC"]},
+                    "junk",
+                    {"kty": "EC", "kid": {}},
+                    {"kty": "RSA", "kid": "rs-1", "n": "AQAB", "e": "AQAB"},  # 8-bit RSA
+                    ES.public_jwk(),
+                ]
+            }
+        )
+    )
     v = JwtVerifier([TrustedIssuer(ISSUER, jwks_file=str(path))])
     assert verify(v, ES.token(AUD)).issuer == ISSUER
     path.write_text(json.dumps({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}))

@@ -53,7 +53,7 @@ class FhirStub:
         self.paths: list[str] = []
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 stub.authorizations.append(self.headers.get("Authorization", ""))
                 stub.paths.append(self.path)
                 parts = urlsplit(self.path)
@@ -99,8 +99,10 @@ def free_port() -> int:
 def restore_logging():
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
-    named = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level, logging.getLogger(n).propagate)
-             for n in list(logging.root.manager.loggerDict)}
+    named = {
+        n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level, logging.getLogger(n).propagate)
+        for n in list(logging.root.manager.loggerDict)
+    }
     yield
     root.handlers[:], level = saved
     root.setLevel(level)
@@ -123,8 +125,11 @@ def test_full_hook_leaves_no_token_jwt_or_lab_value_in_the_logs(tmp_path, capfd,
     )
     configure_logging("debug")  # the production setup, at its most talkative
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=True,
-                                           log_level="debug", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, access_log=True, log_level="debug", lifespan="on"
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     tokens: list[str] = []
@@ -148,9 +153,16 @@ def test_full_hook_leaves_no_token_jwt_or_lab_value_in_the_logs(tmp_path, capfd,
             r = http.post(sign, json=req, headers=jwt_for(sign))
             assert r.status_code == 200, r.text
             assert r.json()["cards"] and "4321" in r.text  # the values did flow through the service
-            fb = {"feedback": [{"card": r.json()["cards"][0]["uuid"], "outcome": "overridden",
-                                "overrideReason": {"userComment": COMMENT},
-                                "outcomeTimestamp": "2024-03-10T10:00:00Z"}]}
+            fb = {
+                "feedback": [
+                    {
+                        "card": r.json()["cards"][0]["uuid"],
+                        "outcome": "overridden",
+                        "overrideReason": {"userComment": COMMENT},
+                        "outcomeTimestamp": "2024-03-10T10:00:00Z",
+                    }
+                ]
+            }
             assert http.post(sign + "/feedback", json=fb, headers=jwt_for(sign + "/feedback")).status_code == 200
             # Failures log too: a replayed JWT, a malformed body, an expired token.
             assert http.post(sign, json=req, headers=bearer(tokens[1])).status_code == 401

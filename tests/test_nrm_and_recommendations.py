@@ -21,22 +21,27 @@ SNOMED = "http://snomed.info/sct"
 
 
 def condition(cid, system, code, *, clinical="active", verification="confirmed", patient="p"):
-    c = {"resourceType": "Condition", "id": cid, "subject": {"reference": f"Patient/{patient}"},
-         "code": {"coding": [{"system": system, "code": code}]}}
+    c = {
+        "resourceType": "Condition",
+        "id": cid,
+        "subject": {"reference": f"Patient/{patient}"},
+        "code": {"coding": [{"system": system, "code": code}]},
+    }
     if clinical:
-        c["clinicalStatus"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                                           "code": clinical}]}
+        c["clinicalStatus"] = {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": clinical}]
+        }
     if verification:
-        c["verificationStatus"] = {"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": verification}]}
+        c["verificationStatus"] = {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": verification}]
+        }
     return c
 
 
 def call(client, observations, conditions=(), patient="p", **kw):
     observations = [{**o, "subject": {"reference": f"Patient/{patient}"}} for o in observations]
     pre = prefetch_for(observations, patient)
-    pre["conditions"] = {"resourceType": "Bundle", "type": "searchset",
-                         "entry": [{"resource": c} for c in conditions]}
+    pre["conditions"] = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": c} for c in conditions]}
     r = client.post(SIGN, json=hook_request("order-sign", patient, None, prefetch=pre, **kw))
     assert r.status_code == 200, r.text
     body = r.json()
@@ -55,7 +60,7 @@ def recs(cards):
 
 def base_obs(**replace):
     out = []
-    for analyte, items in {**DEFAULTS, **replace}.items():
+    for _analyte, items in {**DEFAULTS, **replace}.items():
         out += [{**o, "subject": {"reference": "Patient/p"}} for o in items or []]
     return out
 
@@ -68,13 +73,16 @@ PLT = lambda v: obs("plt", "777-3", v, "10*9/L")  # noqa: E731
 # ---------------------------------------------------------------- EASIX E1–E6
 
 
-@pytest.mark.parametrize("name,extra,plt,easix,log2,above,m_easix", [
-    ("E1", [LDH(250), CREA(1.0)], 100, 2.5, 1.32, False, None),
-    ("E2", [LDH(250), CREA(88.4, "umol/L", "14682-9")], 100, 2.5, 1.32, False, None),
-    ("E3", [LDH(467), CREA(1.0)], 100, 4.67, 2.22, False, None),
-    ("E4", [LDH(4.17, "ukat/L"), CREA(1.0)], 100, 2.5, 1.32, False, None),
-    ("E5", [LDH(250), obs("crp", "1988-5", 20, "mg/L")], 100, None, None, None, 5.0),
-])
+@pytest.mark.parametrize(
+    "name,extra,plt,easix,log2,above,m_easix",
+    [
+        ("E1", [LDH(250), CREA(1.0)], 100, 2.5, 1.32, False, None),
+        ("E2", [LDH(250), CREA(88.4, "umol/L", "14682-9")], 100, 2.5, 1.32, False, None),
+        ("E3", [LDH(467), CREA(1.0)], 100, 4.67, 2.22, False, None),
+        ("E4", [LDH(4.17, "ukat/L"), CREA(1.0)], 100, 2.5, 1.32, False, None),
+        ("E5", [LDH(250), obs("crp", "1988-5", 20, "mg/L")], 100, None, None, None, 5.0),
+    ],
+)
 def test_easix_cases(client, name, extra, plt, easix, log2, above, m_easix):
     crp_override = [o for o in extra if o["id"] == "crp"]
     labs = [o for o in extra if o["id"] != "crp"]
@@ -91,25 +99,30 @@ def test_easix_cases(client, name, extra, plt, easix, log2, above, m_easix):
 
 def test_e4_exact_value_before_rounding():
     from decimal import Decimal
-    from service.clinical.nrm import easix
-    from service.clinical.labs import Component, LabResult
+
     from service.clinical.hematotox import Points
+    from service.clinical.labs import Component, LabResult
+    from service.clinical.nrm import easix
 
     def comp(a, v):
         r = LabResult(a, 0, Decimal(v), None, None, False, False, None)
         return Component(a, "current", r, Points(0, 0), Points(0, 0))
 
     from service.clinical.units import to_canonical
+
     ldh = to_canonical("ldh", Decimal("4.17"), "ukat/L")
     e = easix({"ldh": comp("ldh", ldh), "creatinine": comp("creatinine", "1.0"), "platelets": comp("platelets", "100")})
     assert e.easix == Decimal("2.502")
 
 
-@pytest.mark.parametrize("observations", [
-    base_obs(platelets=[PLT(0)]) + [LDH(250), CREA(1.0)],   # E6: platelets 0
-    base_obs(platelets=None) + [LDH(250), CREA(1.0)],        # E6: platelets missing
-    base_obs() + [LDH(250)],                                  # creatinine missing
-])
+@pytest.mark.parametrize(
+    "observations",
+    [
+        [*base_obs(platelets=[PLT(0)]), LDH(250), CREA(1.0)],  # E6: platelets 0
+        [*base_obs(platelets=None), LDH(250), CREA(1.0)],  # E6: platelets missing
+        [*base_obs(), LDH(250)],  # creatinine missing
+    ],
+)
 def test_e6_easix_not_computed(client, observations):
     nrm = risk(call(client, observations))["extension"]["hematotox-cds"]["nrm"]
     assert nrm["easix"] is None and nrm["easixLog2"] is None and nrm["easixAboveKorellCutoff"] is None
@@ -118,17 +131,20 @@ def test_e6_easix_not_computed(client, observations):
 # ---------------------------------------------------------------- NRM flags N1–N8
 
 
-@pytest.mark.parametrize("name,conditions,expected", [
-    ("N1", [condition("c1", ICD10CM, "E11.9")], True),
-    ("N2", [condition("c1", SNOMED, "46635009", verification=None)], True),
-    ("N3", [condition("c1", ICD10CM, "R73.03")], False),
-    ("N4", [condition("c1", ICD10CM, "E11.9", verification="refuted")], False),
-    ("N5", [condition("c1", ICD10CM, "O24.4")], False),
-    ("N6", [condition("c1", ICD10CM, "E09.9")], True),
-    ("resolved", [condition("c1", ICD10CM, "E11.9", clinical="resolved")], False),
-    ("gestational-snomed", [condition("c1", SNOMED, "11687002")], False),
-    ("other patient", [condition("c1", ICD10CM, "E11.9", patient="someone-else")], False),
-])
+@pytest.mark.parametrize(
+    "name,conditions,expected",
+    [
+        ("N1", [condition("c1", ICD10CM, "E11.9")], True),
+        ("N2", [condition("c1", SNOMED, "46635009", verification=None)], True),
+        ("N3", [condition("c1", ICD10CM, "R73.03")], False),
+        ("N4", [condition("c1", ICD10CM, "E11.9", verification="refuted")], False),
+        ("N5", [condition("c1", ICD10CM, "O24.4")], False),
+        ("N6", [condition("c1", ICD10CM, "E09.9")], True),
+        ("resolved", [condition("c1", ICD10CM, "E11.9", clinical="resolved")], False),
+        ("gestational-snomed", [condition("c1", SNOMED, "11687002")], False),
+        ("other patient", [condition("c1", ICD10CM, "E11.9", patient="someone-else")], False),
+    ],
+)
 def test_diabetes_flag(client, name, conditions, expected):
     cards = call(client, base_obs(), conditions)
     nrm = risk(cards)["extension"]["hematotox-cds"]["nrm"]
@@ -155,7 +171,10 @@ def test_n8_ferritin_without_reference_range_is_indeterminate(client):
     cards = call(client, base_obs(ferritin=[obs("fer", "2276-4", 1200, "ng/mL")]))
     ext = risk(cards)["extension"]["hematotox-cds"]
     assert ext["nrm"]["elevatedFerritin"] is None
-    assert next(c for c in ext["hematotox"]["components"] if c["analyte"] == "ferritin")["points"] == {"min": 1, "max": 1}
+    assert next(c for c in ext["hematotox"]["components"] if c["analyte"] == "ferritin")["points"] == {
+        "min": 1,
+        "max": 1,
+    }
     assert "cannot tell" in risk(cards)["detail"]
 
 
@@ -166,9 +185,15 @@ def test_configured_ferritin_uln_decides_when_the_lab_gives_none():
 
 
 def test_interpretation_high_flags_ferritin(client):
-    fer = obs("fer", "2276-4", 500, "ng/mL",
-              interpretation=[{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
-                                           "code": "H"}]}])
+    fer = obs(
+        "fer",
+        "2276-4",
+        500,
+        "ng/mL",
+        interpretation=[
+            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": "H"}]}
+        ],
+    )
     assert risk(call(client, base_obs(ferritin=[fer])))["extension"]["hematotox-cds"]["nrm"]["elevatedFerritin"] is True
 
 
@@ -194,12 +219,14 @@ def test_age_and_ecog_context(client):
 
 # ---------------------------------------------------------------- the recommendation matrix
 
-GROUP_LABS = {"high": base_obs(platelets=[PLT(60)]), "low": base_obs(),
-              "indeterminate": base_obs(platelets=None)}
+GROUP_LABS = {"high": base_obs(platelets=[PLT(60)]), "low": base_obs(), "indeterminate": base_obs(platelets=None)}
 ALL_PATIENTS = {"R6", "R7", "R8", "R9", "R10", "R11"}
 EXPECTED = {"high": {"R1", "R2", "R3", "R4", "R5"}, "low": {"R1L", "R2L", "R3L"}, "indeterminate": set()}
-EXPECTED_ORDERS = {"high": {"filgrastim", "valacyclovir", "57021-8"}, "low": {"valacyclovir"},
-                   "indeterminate": {"valacyclovir"}}
+EXPECTED_ORDERS = {
+    "high": {"filgrastim", "valacyclovir", "57021-8"},
+    "low": {"valacyclovir"},
+    "indeterminate": {"valacyclovir"},
+}
 
 
 def _order_codes(card) -> set[str]:
@@ -214,13 +241,15 @@ def _order_codes(card) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("group,dm,fer", list(itertools.product(["high", "low", "indeterminate"], [False, True],
-                                                                 [False, True])))
+@pytest.mark.parametrize(
+    "group,dm,fer", list(itertools.product(["high", "low", "indeterminate"], [False, True], [False, True]))
+)
 def test_recommendation_matrix(client, group, dm, fer):
     observations = list(GROUP_LABS[group])
     if fer:
         observations = [o for o in observations if o["id"] != "fer"] + [
-            obs("fer", "2276-4", 500, "ng/mL", referenceRange=[{"high": {"value": 300, "unit": "ng/mL"}}])]
+            obs("fer", "2276-4", 500, "ng/mL", referenceRange=[{"high": {"value": 300, "unit": "ng/mL"}}])
+        ]
     conditions = [condition("dm", ICD10CM, "E11.9")] if dm else []
     cards = call(client, observations, conditions)
     assert len(cards) == 2
@@ -241,13 +270,15 @@ def test_recommendation_matrix(client, group, dm, fer):
 
 def test_every_emitted_resource_is_valid_r4(client):
     seen = 0
-    for group, labs in GROUP_LABS.items():
+    for _group, labs in GROUP_LABS.items():
         for card in call(client, labs, [condition("dm", ICD10CM, "E11.9")]):
             for s in card.get("suggestions", []):
                 assert s["uuid"] and card["selectionBehavior"] == "any"
                 for a in s["actions"]:
                     res = a["resource"]
-                    model = {"MedicationRequest": MedicationRequest, "ServiceRequest": ServiceRequest}[res["resourceType"]]
+                    model = {"MedicationRequest": MedicationRequest, "ServiceRequest": ServiceRequest}[
+                        res["resourceType"]
+                    ]
                     model.model_validate(res)
                     assert res["subject"] == {"reference": "Patient/p"}
                     seen += 1
@@ -263,18 +294,24 @@ def test_every_card_carries_the_ruleset_version(client):
 
 
 def test_site_configuration_switches():
-    settings = dev_settings(recommendations={
-        "disabled": ["R5", "R11"],
-        "monitoring_schedule": "CBC daily to day +14",
-        "drugs": {"antiviral": {"rxnorm": "281", "display": "acyclovir", "dose": "800 mg twice daily"}},
-    })
+    settings = dev_settings(
+        recommendations={
+            "disabled": ["R5", "R11"],
+            "monitoring_schedule": "CBC daily to day +14",
+            "drugs": {"antiviral": {"rxnorm": "281", "display": "acyclovir", "dose": "800 mg twice daily"}},
+        }
+    )
     with TestClient(create_app(settings)) as c:
         card = recs(call(c, GROUP_LABS["high"]))
     ids = {r["id"] for r in card["extension"]["hematotox-cds"]["recommendations"]}
     assert "R5" not in ids and "R11" not in ids and "R1" in ids
     assert "acyclovir" in _order_codes(card) and "valacyclovir" not in _order_codes(card)
-    notes = [a["resource"]["note"][0]["text"] for s in card["suggestions"] for a in s["actions"]
-             if a["resource"]["resourceType"] == "ServiceRequest"]
+    notes = [
+        a["resource"]["note"][0]["text"]
+        for s in card["suggestions"]
+        for a in s["actions"]
+        if a["resource"]["resourceType"] == "ServiceRequest"
+    ]
     assert notes and notes[0].startswith("CBC daily to day +14")
 
 
@@ -296,8 +333,13 @@ def test_ecog_takes_the_most_recent_and_survives_odd_dates():
     from service.clinical.nrm import ecog
 
     def e(value, when):
-        o = {"resourceType": "Observation", "status": "final", "subject": {"reference": "Patient/p"},
-             "code": {"coding": [{"system": "http://loinc.org", "code": "89247-1"}]}, "valueInteger": value}
+        o = {
+            "resourceType": "Observation",
+            "status": "final",
+            "subject": {"reference": "Patient/p"},
+            "code": {"coding": [{"system": "http://loinc.org", "code": "89247-1"}]},
+            "valueInteger": value,
+        }
         if when is not None:
             o["effectiveDateTime"] = when
         return o
@@ -311,6 +353,12 @@ def test_ecog_takes_the_most_recent_and_survives_odd_dates():
 def test_site_snomed_diabetes_descendants():
     code = "190372001"  # a site's own descendant code, not in the shipped list
     with TestClient(create_app(dev_settings())) as c:
-        assert risk(call(c, base_obs(), [condition("c1", SNOMED, code)]))["extension"]["hematotox-cds"]["nrm"]["diabetes"] is False
+        assert (
+            risk(call(c, base_obs(), [condition("c1", SNOMED, code)]))["extension"]["hematotox-cds"]["nrm"]["diabetes"]
+            is False
+        )
     with TestClient(create_app(dev_settings(clinical={"extra_diabetes_snomed": [code]}))) as c:
-        assert risk(call(c, base_obs(), [condition("c1", SNOMED, code)]))["extension"]["hematotox-cds"]["nrm"]["diabetes"] is True
+        assert (
+            risk(call(c, base_obs(), [condition("c1", SNOMED, code)]))["extension"]["hematotox-cds"]["nrm"]["diabetes"]
+            is True
+        )

@@ -43,12 +43,14 @@ def value(samples: dict, name: str, **labels: str) -> float:
 
 def production_app(tmp_path: Path):
     """Production settings: no development mode, no trusted clients (every hook call is refused)."""
-    settings = Settings(service={"development_mode": False},
-                        feedback={"sqlite_path": str(tmp_path / "feedback.sqlite3")})
+    settings = Settings(
+        service={"development_mode": False}, feedback={"sqlite_path": str(tmp_path / "feedback.sqlite3")}
+    )
     return create_app(settings)
 
 
 # ---- probes -------------------------------------------------------------------------------------
+
 
 def test_probes_and_metrics_answer_without_any_token_in_production_mode(tmp_path):
     with TestClient(production_app(tmp_path), raise_server_exceptions=False) as c:
@@ -84,13 +86,16 @@ class _EngineStore:
     engine = _Engine()
 
 
-@pytest.mark.parametrize(("store", "status", "database"), [
-    (None, 200, "not configured"),
-    (_Store(lambda: True), 200, "ok"),
-    (_Store(lambda: False), 503, "fail: ping returned false"),
-    (_Store(lambda: (_ for _ in ()).throw(OSError("password=secret-password"))), 503, "fail: OSError"),
-    (_EngineStore(), 503, "fail: ConnectionRefusedError"),
-])
+@pytest.mark.parametrize(
+    ("store", "status", "database"),
+    [
+        (None, 200, "not configured"),
+        (_Store(lambda: True), 200, "ok"),
+        (_Store(lambda: False), 503, "fail: ping returned false"),
+        (_Store(lambda: (_ for _ in ()).throw(OSError("password=secret-password"))), 503, "fail: OSError"),
+        (_EngineStore(), 503, "fail: ConnectionRefusedError"),
+    ],
+)
 def test_readyz_follows_the_feedback_database(tmp_path, store, status, database):
     with TestClient(production_app(tmp_path), raise_server_exceptions=False) as c:
         original = getattr(c.app.state, "feedback_store", None)
@@ -135,6 +140,7 @@ def test_readyz_pings_the_real_feedback_store_when_the_app_has_one(tmp_path):
 
 # ---- metrics ------------------------------------------------------------------------------------
 
+
 def post_example(client: TestClient, name: str):
     body = json.loads((EXAMPLES / name).read_text())
     r = client.post(f"/cds-services/hematotox-{body['hook']}", json=body)
@@ -161,8 +167,10 @@ def test_metrics_after_hooks_have_the_documented_names_and_labels(client):
     buckets = {dict(k)["le"] for k in after[hook + "_bucket"] if dict(k)["service"] == sign["service"]}
     assert {"0.1", "1.0", "3.0", "+Inf"} <= buckets
     for group, delta in (("high", 1), ("low", 1), ("indeterminate", 1)):
-        assert value(after, "hematotox_cards_total", group=group) - \
-            value(before, "hematotox_cards_total", group=group) == delta, group
+        assert (
+            value(after, "hematotox_cards_total", group=group) - value(before, "hematotox_cards_total", group=group)
+            == delta
+        ), group
     assert {dict(k)["group"] for k in after["hematotox_cards_total"]} <= {"low", "high", "indeterminate", "none"}
     # Full prefetch: no FHIR fallback.
     assert value(after, "hematotox_fhir_fallback_calls_total") == value(before, "hematotox_fhir_fallback_calls_total")
@@ -195,8 +203,11 @@ def test_a_412_is_timed_and_counts_no_fallback_call(client):
     assert r.status_code == 412
     after = scrape(client)
     labels = {"service": "hematotox-order-sign", "hook": "order-sign", "status": "412"}
-    assert value(after, "hematotox_hook_duration_seconds_count", **labels) - \
-        value(before, "hematotox_hook_duration_seconds_count", **labels) == 1
+    assert (
+        value(after, "hematotox_hook_duration_seconds_count", **labels)
+        - value(before, "hematotox_hook_duration_seconds_count", **labels)
+        == 1
+    )
     assert value(after, "hematotox_fhir_fallback_calls_total") == value(before, "hematotox_fhir_fallback_calls_total")
 
 
@@ -211,11 +222,16 @@ def test_fhir_fallback_calls_and_failures_are_counted(tmp_path):
     def answer(request: httpx.Request) -> httpx.Response:
         if "ferritin" in str(request.url) or _ferritin_codes_in(request):
             return httpx.Response(200, json=empty, headers={"content-type": "application/fhir+json"})
-        return httpx.Response(401, json={"resourceType": "OperationOutcome", "issue": [
-            {"severity": "error", "code": "login"}]}, headers={"content-type": "application/fhir+json"})
+        return httpx.Response(
+            401,
+            json={"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "login"}]},
+            headers={"content-type": "application/fhir+json"},
+        )
 
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c, \
-            respx.mock(assert_all_called=False) as server:
+    with (
+        TestClient(create_app(settings), raise_server_exceptions=False) as c,
+        respx.mock(assert_all_called=False) as server,
+    ):
         server.route(host="fhir.test").mock(side_effect=answer)
         templates = dict(c.app.state.clinic.templates)
         before = scrape(c)
@@ -223,14 +239,18 @@ def test_fhir_fallback_calls_and_failures_are_counted(tmp_path):
         after = scrape(c)
     assert r.status_code == 412, r.text  # crp is required
     calls = value(after, "hematotox_fhir_fallback_calls_total") - value(before, "hematotox_fhir_fallback_calls_total")
-    failed = sum(after.get("hematotox_fhir_fallback_failures_total", {}).values()) - \
-        sum(before.get("hematotox_fhir_fallback_failures_total", {}).values())
+    failed = sum(after.get("hematotox_fhir_fallback_failures_total", {}).values()) - sum(
+        before.get("hematotox_fhir_fallback_failures_total", {}).values()
+    )
     fetched = [k for k in templates if k not in pre]  # ferritin, crp and any key the example lacks
     assert "ferritin" in fetched and "crp" in fetched
     assert calls == len(fetched)
     assert failed == len(fetched) - 1  # all but ferritin: 401 -> "login" (the 412 still counts every key)
-    reasons = {dict(k)["reason"] for k, v in after["hematotox_fhir_fallback_failures_total"].items()
-               if v > value(before, "hematotox_fhir_fallback_failures_total", **dict(k))}
+    reasons = {
+        dict(k)["reason"]
+        for k, v in after["hematotox_fhir_fallback_failures_total"].items()
+        if v > value(before, "hematotox_fhir_fallback_failures_total", **dict(k))
+    }
     assert reasons == {"login"}
 
 
@@ -240,19 +260,26 @@ def test_failed_optional_fallback_fetches_are_counted_on_a_200(tmp_path):
     pre = prefetch_for(BY_NAME["T1"].observations("p"), "p")
     del pre["conditions"]  # optional: the score is given without it
     req = hook_request("order-sign", "p", None, prefetch=pre, fhir_server=base)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c, \
-            respx.mock(assert_all_called=False) as server:
-        server.route(host="fhir.test").mock(return_value=httpx.Response(
-            503, json={"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "transient"}]},
-            headers={"content-type": "application/fhir+json"}))
+    with (
+        TestClient(create_app(settings), raise_server_exceptions=False) as c,
+        respx.mock(assert_all_called=False) as server,
+    ):
+        server.route(host="fhir.test").mock(
+            return_value=httpx.Response(
+                503,
+                json={"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "transient"}]},
+                headers={"content-type": "application/fhir+json"},
+            )
+        )
         fetched = [k for k in c.app.state.clinic.templates if k not in pre]
         before = scrape(c)
         r = c.post(SIGN, json=req)
         after = scrape(c)
     assert r.status_code == 200, r.text
     calls = value(after, "hematotox_fhir_fallback_calls_total") - value(before, "hematotox_fhir_fallback_calls_total")
-    failed = sum(after.get("hematotox_fhir_fallback_failures_total", {}).values()) - \
-        sum(before.get("hematotox_fhir_fallback_failures_total", {}).values())
+    failed = sum(after.get("hematotox_fhir_fallback_failures_total", {}).values()) - sum(
+        before.get("hematotox_fhir_fallback_failures_total", {}).values()
+    )
     assert calls == len(fetched) and failed == len(fetched)
 
 
@@ -265,6 +292,7 @@ def _ferritin_codes_in(request: httpx.Request) -> bool:
 
 
 # ---- the functions other modules call ----------------------------------------------------------
+
 
 def test_label_values_are_reduced_to_a_safe_alphabet():
     assert metrics.label("Bad Signature") == "bad_signature"

@@ -3,11 +3,12 @@
 The protocol layer (`resolve(stop_paging=...)`) knows nothing about dates; the service layer
 (`service.web.paging.lookback_stop`) knows the lookback before T0 and that only the newest ECOG counts.
 """
+
 from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import respx
@@ -19,25 +20,38 @@ from service.web.paging import MARGIN_DAYS, lookback_stop, sort_date
 from tests.fake_fhir import FakeFhir
 
 BASE = "https://ehr.test/fhir"
-T0 = datetime(2024, 3, 10, 10, 0, tzinfo=timezone.utc)
-RULES = LabRules(tz=timezone.utc, lookback_days=30)
+T0 = datetime(2024, 3, 10, 10, 0, tzinfo=UTC)
+RULES = LabRules(tz=UTC, lookback_days=30)
 TEMPLATES = {"hb": "Observation?patient={{context.patientId}}&code=http://loinc.org|718-7&_sort=-date&_count=2"}
 CONTEXT = {"patientId": "p1"}
 
 
 def hb(i: int, days_before: float, *, patient: str = "p1", date: str | None = None) -> dict:
-    return {"resourceType": "Observation", "id": f"hb{i}", "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": "718-7"}]},
-            "subject": {"reference": f"Patient/{patient}"},
-            "effectiveDateTime": date or (T0 - timedelta(days=days_before)).isoformat(),
-            "valueQuantity": {"value": 12, "unit": "g/dL"}}
+    return {
+        "resourceType": "Observation",
+        "id": f"hb{i}",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "718-7"}]},
+        "subject": {"reference": f"Patient/{patient}"},
+        "effectiveDateTime": date or (T0 - timedelta(days=days_before)).isoformat(),
+        "valueQuantity": {"value": 12, "unit": "g/dL"},
+    }
 
 
 def run(server: FakeFhir, *, stop=None, max_pages: int = 10, prefetch: dict | None = None):
     async def go():
         async with FhirClient() as client:
-            return await resolve(TEMPLATES, CONTEXT, prefetch, client, BASE, None, time.monotonic() + 5,
-                                 max_pages=max_pages, stop_paging=stop)
+            return await resolve(
+                TEMPLATES,
+                CONTEXT,
+                prefetch,
+                client,
+                BASE,
+                None,
+                time.monotonic() + 5,
+                max_pages=max_pages,
+                stop_paging=stop,
+            )
 
     with respx.mock(base_url=BASE, assert_all_called=False, assert_all_mocked=True) as router:
         router.route().mock(side_effect=server)
@@ -90,8 +104,12 @@ def test_stop_is_not_asked_when_there_is_no_next_link():
 
 def test_paginated_prefetch_is_not_continued_when_its_first_page_is_enough():
     server = FakeFhir(BASE, [hb(i, i) for i in range(9)])
-    first = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": hb(0, 1)}, {"resource": hb(1, 40)}],
-             "link": [{"relation": "next", "url": f"{BASE}/Observation?patient=p1&_offset=2"}]}
+    first = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": hb(0, 1)}, {"resource": hb(1, 40)}],
+        "link": [{"relation": "next", "url": f"{BASE}/Observation?patient=p1&_offset=2"}],
+    }
     resolved = run(server, prefetch={"hb": first}, stop=lambda key, resources: len(resources) >= 2)
     assert [r["id"] for r in resolved["hb"]] == ["hb0", "hb1"] and resolved.meta["hb"].stopped
     assert resolved.meta["hb"].state is KeyState.PAGINATED and server.requests == []
@@ -99,12 +117,21 @@ def test_paginated_prefetch_is_not_continued_when_its_first_page_is_enough():
 
 def test_paginated_prefetch_continuation_sees_the_first_page_too():
     server = FakeFhir(BASE, [hb(i, i) for i in range(9)])
-    first = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": hb(0, 0)}, {"resource": hb(1, 1)}],
-             "link": [{"relation": "next", "url": f"{BASE}/Observation?patient=p1&code=http://loinc.org|718-7"
-                                                 "&_sort=-date&_count=2&_offset=2"}]}
+    first = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": hb(0, 0)}, {"resource": hb(1, 1)}],
+        "link": [
+            {
+                "relation": "next",
+                "url": f"{BASE}/Observation?patient=p1&code=http://loinc.org|718-7&_sort=-date&_count=2&_offset=2",
+            }
+        ],
+    }
     seen = []
-    resolved = run(server, prefetch={"hb": first},
-                   stop=lambda key, resources: seen.append(len(resources)) or len(resources) >= 6)
+    resolved = run(
+        server, prefetch={"hb": first}, stop=lambda key, resources: seen.append(len(resources)) or len(resources) >= 6
+    )
     assert [r["id"] for r in resolved["hb"]] == [f"hb{i}" for i in range(6)]
     assert seen == [2, 4, 6] and resolved.meta["hb"].pages == 2
 
@@ -134,15 +161,20 @@ def test_lookback_stop_ignores_undated_and_reads_date_only_and_periods():
     assert STOP("hemoglobin", [hb(0, 1), undated, hb(1, 90)])
     assert STOP("hemoglobin", [hb(0, 1, date="2023-12-01")])
     period = {**hb(2, 0), "effectiveDateTime": None, "effectivePeriod": {"start": "2023-01-01T00:00:00Z"}}
-    assert sort_date(period, timezone.utc) == datetime(2023, 1, 1, tzinfo=timezone.utc)
+    assert sort_date(period, UTC) == datetime(2023, 1, 1, tzinfo=UTC)
     assert STOP("platelets", [period])
 
 
 def test_ecog_stops_once_a_recorded_value_is_there():
     def ecog(i, days, value=None):
-        o = {"resourceType": "Observation", "id": f"e{i}", "status": "final",
-             "code": {"coding": [{"system": "http://loinc.org", "code": "89247-1"}]},
-             "subject": {"reference": "Patient/p1"}, "effectiveDateTime": (T0 - timedelta(days=days)).isoformat()}
+        o = {
+            "resourceType": "Observation",
+            "id": f"e{i}",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "89247-1"}]},
+            "subject": {"reference": "Patient/p1"},
+            "effectiveDateTime": (T0 - timedelta(days=days)).isoformat(),
+        }
         if value is not None:
             o["valueInteger"] = value
         return o

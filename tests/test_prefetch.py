@@ -1,4 +1,5 @@
 """Prefetch templates, key states and resolution against a mocked FHIR server."""
+
 from __future__ import annotations
 
 import asyncio
@@ -128,13 +129,21 @@ TEMPLATES = {
 }
 
 
-def run_resolve(prefetch: dict | None, *, templates: dict = TEMPLATES, fhir_server: str | None = BASE,
-                client: bool = True, deadline: float = 1.0, **kwargs) -> Resolved:
+def run_resolve(
+    prefetch: dict | None,
+    *,
+    templates: dict = TEMPLATES,
+    fhir_server: str | None = BASE,
+    client: bool = True,
+    deadline: float = 1.0,
+    **kwargs,
+) -> Resolved:
     async def call() -> Resolved:
         fhir = FhirClient() if client else None
         try:
-            return await resolve(templates, CONTEXT, prefetch, fhir, fhir_server, TOKEN,
-                                 time.monotonic() + deadline, **kwargs)
+            return await resolve(
+                templates, CONTEXT, prefetch, fhir, fhir_server, TOKEN, time.monotonic() + deadline, **kwargs
+            )
         finally:
             if fhir:
                 await fhir.aclose()
@@ -153,7 +162,8 @@ def test_resolve_mixed_states():
     with respx.mock(assert_all_called=True) as server:
         patient = server.get(f"{BASE}/Patient/pat1").respond(200, json={"resourceType": "Patient", "id": "pat1"})
         missing = server.get(f"{BASE}/Observation", params={"code": "c", "patient": "pat1"}).respond(
-            200, json=searchset("c1"))
+            200, json=searchset("c1")
+        )
         failed = server.get(f"{BASE}/Observation", params={"code": "d"}).respond(200, json=searchset())
         paged = server.get(f"{BASE}/Observation", params={"page": "2"}).respond(200, json=searchset("e2", "e3"))
         resolved = run_resolve(prefetch)
@@ -168,12 +178,20 @@ def test_resolve_mixed_states():
     }
     meta = resolved.meta
     assert {k: m.state for k, m in meta.items()} == {
-        "patient": KeyState.MISSING, "present": KeyState.PRESENT, "null": KeyState.NULL,
-        "missing": KeyState.MISSING, "failed": KeyState.FAILED, "paged": KeyState.PAGINATED,
+        "patient": KeyState.MISSING,
+        "present": KeyState.PRESENT,
+        "null": KeyState.NULL,
+        "missing": KeyState.MISSING,
+        "failed": KeyState.FAILED,
+        "paged": KeyState.PAGINATED,
     }
     assert {k: m.source for k, m in meta.items()} == {
-        "patient": "fhir", "present": "prefetch", "null": "prefetch",
-        "missing": "fhir", "failed": "fhir", "paged": "fhir",
+        "patient": "fhir",
+        "present": "prefetch",
+        "null": "prefetch",
+        "missing": "fhir",
+        "failed": "fhir",
+        "paged": "fhir",
     }
     assert meta["present"].warnings == [outcome("informational")] and meta["present"].pages == 0
     assert meta["paged"].pages == 1 and meta["missing"].pages == 1
@@ -217,8 +235,10 @@ def test_resolve_fetches_in_parallel_over_real_sockets():
         await reader.readuntil(b"\r\n\r\n")
         await asyncio.sleep(0.2)
         body = b'{"resourceType": "Bundle", "type": "searchset"}'
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nConnection: close\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
         await writer.drain()
         writer.close()
 
@@ -261,8 +281,9 @@ def test_missing_fhir_server_is_unavailable():
     assert error.keys == ["failed", "missing", "paged", "patient"]
     assert all("fhirServer" in f.reason for f in error.failures.values())
     assert error.issues()[0] == {
-        "severity": "error", "code": "required", "diagnostics": "prefetch 'failed' unavailable: not in prefetch "
-        "and the request has no fhirServer",
+        "severity": "error",
+        "code": "required",
+        "diagnostics": "prefetch 'failed' unavailable: not in prefetch and the request has no fhirServer",
     }
 
 

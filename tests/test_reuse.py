@@ -1,4 +1,5 @@
 """Reuse of order-select's data at order-sign (service/web/reuse.py), and the one log line per hook."""
+
 from __future__ import annotations
 
 import copy
@@ -11,11 +12,11 @@ import respx
 from fastapi.testclient import TestClient
 
 from cds_hooks.models import HookRequest, order_context
+from service.clinical.valuesets import value_sets
 from service.web.app import create_app
 from service.web.logging_setup import JsonFormatter
 from service.web.reuse import DEV_ISSUER, MAX_ENTRY_BYTES, ReuseCache, issuer_of, ld_orders_fingerprint, reuse_key
-from service.clinical.valuesets import value_sets
-from tests.cases import BY_NAME, ld_orders, hook_request, prefetch_for
+from tests.cases import BY_NAME, hook_request, ld_orders, prefetch_for
 from tests.conftest import dev_settings
 from tests.fake_fhir import FakeFhir
 
@@ -36,6 +37,7 @@ class Clock:
 
 def with_issuer(app):
     """Stands in for the JWT layer: `X-Test-Issuer` becomes the verified client on request.state."""
+
     async def wrapped(scope, receive, send):
         if scope["type"] == "http":
             issuer = dict(scope["headers"]).get(b"x-test-issuer")
@@ -79,8 +81,16 @@ def fhir():
         yield server
 
 
-def hook(client: TestClient, hook_name: str, patient: str = "pat-A", *, issuer: str | None = None,
-         user: str | None = None, orders: list[dict] | None = None, prefetch: dict | None = None):
+def hook(
+    client: TestClient,
+    hook_name: str,
+    patient: str = "pat-A",
+    *,
+    issuer: str | None = None,
+    user: str | None = None,
+    orders: list[dict] | None = None,
+    prefetch: dict | None = None,
+):
     req = hook_request(hook_name, patient, None, fhir_server=BASE, token=TOKEN, orders=orders, prefetch=prefetch)
     req["hookInstance"] = str(uuid.uuid4())
     if user:
@@ -159,8 +169,14 @@ def test_changed_ld_orders_are_a_miss(client, fhir, change):
 def test_a_non_ld_order_alongside_does_not_matter(client, fhir):
     hook(client, "order-select")
     fhir.requests.clear()
-    aspirin = {"resourceType": "MedicationRequest", "id": "asa", "status": "draft", "intent": "order",
-               "subject": {"reference": "Patient/pat-A"}, "medicationCodeableConcept": {"text": "aspirin"}}
+    aspirin = {
+        "resourceType": "MedicationRequest",
+        "id": "asa",
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": "Patient/pat-A"},
+        "medicationCodeableConcept": {"text": "aspirin"},
+    }
     hook(client, "order-sign", orders=[*ld_orders("pat-A"), aspirin])
     assert fhir.requests == []
 
@@ -227,8 +243,14 @@ def _ctx(patient: str = "p1", orders: list[dict] | None = None, hook_name: str =
 def test_fingerprint_ignores_order_of_orders_and_non_ld_orders():
     vs = value_sets()
     orders = ld_orders("p1")
-    other = {"resourceType": "MedicationRequest", "id": "x", "status": "draft", "intent": "order",
-             "subject": {"reference": "Patient/p1"}, "medicationCodeableConcept": {"text": "ondansetron"}}
+    other = {
+        "resourceType": "MedicationRequest",
+        "id": "x",
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "medicationCodeableConcept": {"text": "ondansetron"},
+    }
     a = ld_orders_fingerprint(_ctx(orders=orders), vs)
     assert a == ld_orders_fingerprint(_ctx(orders=[other, *reversed(orders)]), vs)
     assert a != ld_orders_fingerprint(_ctx(orders=ld_orders("p1", start=None)), vs)
@@ -292,8 +314,20 @@ def test_one_log_line_per_hook_with_stages_cache_and_fetch_counts(client, fhir, 
         hook(client, "order-sign", "pat-B")
     select, hit, miss = hook_lines(caplog)
     for line in (select, hit, miss):
-        assert set(line) == {"ts", "level", "logger", "msg", "hookInstance", "service", "hook", "status", "cards",
-                             "ms", "cache", "fhir"}
+        assert set(line) == {
+            "ts",
+            "level",
+            "logger",
+            "msg",
+            "hookInstance",
+            "service",
+            "hook",
+            "status",
+            "cards",
+            "ms",
+            "cache",
+            "fhir",
+        }
         uuid.UUID(line["hookInstance"])
         assert set(line["ms"]) == {"parse", "fetch", "score", "cards"}
         assert all(isinstance(v, float) and v >= 0 for v in line["ms"].values())
@@ -302,8 +336,13 @@ def test_one_log_line_per_hook_with_stages_cache_and_fetch_counts(client, fhir, 
         for secret in (TOKEN, "pat-A", "pat-B", "Bearer", "1960-01-01", "751-8", "doc1"):
             assert secret not in text
     assert select["cache"] == "skip" and select["fhir"]["keysFetched"] == 10 and select["fhir"]["pages"] == 10
-    assert hit["cache"] == "hit" and hit["fhir"] == {"keysFetched": 0, "keysFailed": 0, "keysReused": 10,
-                                                     "pages": 0, "stoppedEarly": 0}
+    assert hit["cache"] == "hit" and hit["fhir"] == {
+        "keysFetched": 0,
+        "keysFailed": 0,
+        "keysReused": 10,
+        "pages": 0,
+        "stoppedEarly": 0,
+    }
     assert miss["cache"] == "miss" and miss["fhir"]["keysFetched"] == 10
     assert select["hook"] == "order-select" and select["status"] == 200 and select["cards"] == 2
 
@@ -382,8 +421,10 @@ def test_a_low_or_indeterminate_score_always_refetches_the_ht_labs(client, fhir)
     hook(client, "order-select", "pat-B")  # T1: LOW
     fhir.requests.clear()
     hook(client, "order-sign", "pat-B")
-    keys = sorted(r.url.params.get("code", "patient").split("|")[1].split(",")[0] if "code" in r.url.params else "patient"
-                  for r in fhir.requests)
+    keys = sorted(
+        r.url.params.get("code", "patient").split("|")[1].split(",")[0] if "code" in r.url.params else "patient"
+        for r in fhir.requests
+    )
     assert len(fhir.requests) == 5 and "patient" not in keys  # the five HT keys, nothing else
 
 
@@ -395,7 +436,11 @@ def test_a_paginated_prefetch_page_is_continued_not_replaced_by_the_cache(client
     fhir.requests.clear()
     pre = prefetch_for(BY_NAME["T9"].observations("pat-A"), "pat-A")
     plt = pre["platelets"]
-    plt["link"] = [{"relation": "next", "url": f"{BASE}/Observation?patient=pat-A&code=http://loinc.org|777-3"
-                                               f"&_sort=-date&_count=1&_offset=1"}]
+    plt["link"] = [
+        {
+            "relation": "next",
+            "url": f"{BASE}/Observation?patient=pat-A&code=http://loinc.org|777-3&_sort=-date&_count=1&_offset=1",
+        }
+    ]
     hook(client, "order-sign", prefetch=pre)
     assert [r.url.params["_offset"] for r in fhir.requests] == ["1"]  # the continuation, nothing from the cache

@@ -33,7 +33,9 @@ def test_openapi_declares_the_request_bodies(tmp_path):
         ids = next(p for p in op["parameters"] if p["name"] == "service_id")["schema"]["enum"]
         assert ids == ["hematotox-order-select", "hematotox-order-sign"]
     assert service["requestBody"]["content"]["application/json"]["schema"]["properties"]["hook"]["enum"] == [
-        "order-select", "order-sign"]
+        "order-select",
+        "order-sign",
+    ]
 
 
 def test_generated_requests_never_get_a_5xx(tmp_path):
@@ -53,23 +55,34 @@ def test_generated_requests_never_get_a_5xx(tmp_path):
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)
         operations = [result.ok() for result in schema.get_all_operations()]
         assert {op.label for op in operations} >= {
-            "GET /cds-services", "POST /cds-services/{service_id}", "POST /cds-services/{service_id}/feedback"}
+            "GET /cds-services",
+            "POST /cds-services/{service_id}",
+            "POST /cds-services/{service_id}/feedback",
+        }
+
+        def fuzzer(operation, mode, budget):
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @settings(
+                max_examples=budget,
+                deadline=None,
+                database=None,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
+            def run(case):
+                # A fresh, valid JWT for exactly the URL called: the fuzzing reaches the handlers.
+                audience = BASE + unquote(case.formatted_path)
+                response = case.call(headers=bearer(ehr.token(audience)))
+                statuses[response.status_code] += 1
+                per_operation[operation.label] += 1
+                if response.status_code >= 500:
+                    failures.append(f"{operation.label} {mode}: {response.status_code} {response.text[:300]}")
+
+            return run
+
         for operation in operations:
             for mode, budget in BUDGET.items():
-
-                @given(case=operation.as_strategy(generation_mode=mode))
-                @settings(max_examples=budget, deadline=None, database=None,
-                          phases=[Phase.explicit, Phase.generate],
-                          suppress_health_check=list(HealthCheck))
-                def run(case):
-                    # A fresh, valid JWT for exactly the URL called: the fuzzing reaches the handlers.
-                    audience = BASE + unquote(case.formatted_path)
-                    response = case.call(headers=bearer(ehr.token(audience)))
-                    statuses[response.status_code] += 1
-                    per_operation[operation.label] += 1
-                    if response.status_code >= 500:
-                        failures.append(f"{operation.label} {mode}: {response.status_code} {response.text[:300]}")
-
+                run = fuzzer(operation, mode, budget)
                 try:
                     run()
                 except Unsatisfiable:
@@ -77,8 +90,10 @@ def test_generated_requests_never_get_a_5xx(tmp_path):
                     assert mode is GenerationMode.NEGATIVE and operation.label == "GET /cds-services"
     elapsed = time.monotonic() - started
     total = sum(statuses.values())
-    print(f"schemathesis: {total} requests in {elapsed:.1f} s; by status {dict(sorted(statuses.items()))}; "
-          f"by operation {dict(per_operation)}")
+    print(
+        f"schemathesis: {total} requests in {elapsed:.1f} s; by status {dict(sorted(statuses.items()))}; "
+        f"by operation {dict(per_operation)}"
+    )
     assert not failures, failures[:5]
     assert total >= MIN_REQUESTS
     assert statuses[200] > 100  # the generated requests get past validation, not only 400s

@@ -7,11 +7,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.clinical.assessment import assess_patient
 from service.clinical.labs import LabRules
@@ -22,10 +23,15 @@ from tests.cases import ld_orders, obs
 VS = value_sets()
 RULES = LabRules(tz=ZoneInfo("UTC"))
 ORDERS = ld_orders("p")
-TRIGGER = find_trigger(ORDERS, ORDERS, "p", VS, datetime.now(timezone.utc), RULES.tz)
+TRIGGER = find_trigger(ORDERS, ORDERS, "p", VS, datetime.now(UTC), RULES.tz)
 
-CODES = {"anc": ("751-8", "10*9/L"), "hemoglobin": ("718-7", "g/dL"), "platelets": ("777-3", "10*9/L"),
-         "crp": ("1988-5", "mg/dL"), "ferritin": ("2276-4", "ng/mL")}
+CODES = {
+    "anc": ("751-8", "10*9/L"),
+    "hemoglobin": ("718-7", "g/dL"),
+    "platelets": ("777-3", "10*9/L"),
+    "crp": ("1988-5", "mg/dL"),
+    "ferritin": ("2276-4", "ng/mL"),
+}
 # Which way is worse: lower counts, higher inflammation markers.
 WORSE_IS_LOWER = {"anc": True, "hemoglobin": True, "platelets": True, "crp": False, "ferritin": False}
 RANGES = {"anc": (0, 20), "hemoglobin": (3, 20), "platelets": (0, 600), "crp": (0, 40), "ferritin": (0, 9000)}
@@ -76,8 +82,13 @@ def test_removing_a_value_never_makes_low(values, analyte):
     assert after.min <= before.min and after.max >= before.max
 
 
-ALT_UNITS = {"anc": ("/uL", Decimal(1000)), "hemoglobin": ("g/L", Decimal(10)),
-             "platelets": ("/uL", Decimal(1000)), "crp": ("mg/L", Decimal(10)), "ferritin": ("ug/L", Decimal(1))}
+ALT_UNITS = {
+    "anc": ("/uL", Decimal(1000)),
+    "hemoglobin": ("g/L", Decimal(10)),
+    "platelets": ("/uL", Decimal(1000)),
+    "crp": ("mg/L", Decimal(10)),
+    "ferritin": ("ug/L", Decimal(1)),
+}
 
 
 @settings(max_examples=300, deadline=None)

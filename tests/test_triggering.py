@@ -25,8 +25,13 @@ def cards(client, url, req) -> list[dict]:
 
 
 def med(mid: str, *, code: str | None = None, text: str | None = None, patient: str = "p1", **extra) -> dict:
-    mr = {"resourceType": "MedicationRequest", "id": mid, "status": "draft", "intent": "order",
-          "subject": {"reference": f"Patient/{patient}"}}
+    mr = {
+        "resourceType": "MedicationRequest",
+        "id": mid,
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": f"Patient/{patient}"},
+    }
     cc = {}
     if code:
         cc["coding"] = [{"system": RXNORM, "code": code}]
@@ -42,35 +47,53 @@ def test_flu_cy_triggers(client):
     assert len(cards(client, SIGN, hook_request("order-sign", "p1", OBS))) == 1
 
 
-@pytest.mark.parametrize("orders", [
-    [med("a", code="1740863"), med("b", code="1734916")],                   # SCD codes
-    [med("a", text="Fludarabine phosphate 25 MG/ML"), med("b", text="Cyclophosphamide 500 MG")],  # text only
-    [med("a", code="134547")],                                                # bendamustine alone
-    [med("a", text="Bendeka 100 mg/4 mL")],                                   # brand name
-    [med("a", code="3002"), med("b", text="Yescarta (axicabtagene ciloleucel) suspension")],  # Cy + CAR-T product
-])
+@pytest.mark.parametrize(
+    "orders",
+    [
+        [med("a", code="1740863"), med("b", code="1734916")],  # SCD codes
+        [med("a", text="Fludarabine phosphate 25 MG/ML"), med("b", text="Cyclophosphamide 500 MG")],  # text only
+        [med("a", code="134547")],  # bendamustine alone
+        [med("a", text="Bendeka 100 mg/4 mL")],  # brand name
+        [med("a", code="3002"), med("b", text="Yescarta (axicabtagene ciloleucel) suspension")],  # Cy + CAR-T product
+    ],
+)
 def test_ld_variants_trigger(client, orders):
     assert len(cards(client, SIGN, hook_request("order-sign", "p1", OBS, orders=orders))) == 1
 
 
-@pytest.mark.parametrize("orders", [
-    [],
-    [med("a", code="197361", text="amlodipine 5 MG")],
-    [med("a", code="3002")],                                         # cyclophosphamide alone: other indications
-    [med("a", code="24698", patient="someone-else")],                  # not this patient's order
-    [med("a", code="24698", status="entered-in-error")],
-    [med("a")],                                                       # sandbox: no medication picked yet
-])
+@pytest.mark.parametrize(
+    "orders",
+    [
+        [],
+        [med("a", code="197361", text="amlodipine 5 MG")],
+        [med("a", code="3002")],  # cyclophosphamide alone: other indications
+        [med("a", code="24698", patient="someone-else")],  # not this patient's order
+        [med("a", code="24698", status="entered-in-error")],
+        [med("a")],  # sandbox: no medication picked yet
+    ],
+)
 def test_non_ld_orders_give_no_cards(client, orders):
     assert cards(client, SIGN, hook_request("order-sign", "p1", OBS, orders=orders)) == []
 
 
 def test_order_select_considers_only_selected_orders(client):
     orders = [*ld_orders("p1"), med("x", text="amlodipine")]
-    assert cards(client, SELECT, hook_request("order-select", "p1", OBS, orders=orders,
-                                              selections=["MedicationRequest/x"])) == []
-    assert len(cards(client, SELECT, hook_request("order-select", "p1", OBS, orders=orders,
-                                                  selections=["MedicationRequest/ld1"]))) == 1
+    assert (
+        cards(
+            client, SELECT, hook_request("order-select", "p1", OBS, orders=orders, selections=["MedicationRequest/x"])
+        )
+        == []
+    )
+    assert (
+        len(
+            cards(
+                client,
+                SELECT,
+                hook_request("order-select", "p1", OBS, orders=orders, selections=["MedicationRequest/ld1"]),
+            )
+        )
+        == 1
+    )
 
 
 def test_sandbox_shaped_request(client):
@@ -98,9 +121,13 @@ def test_dstu2_medication_order(client):
 
 
 def test_contained_medication_reference(client):
-    order = med("a", medicationReference={"reference": "#m1"},
-                contained=[{"resourceType": "Medication", "id": "m1",
-                            "code": {"coding": [{"system": RXNORM, "code": "134547"}]}}])
+    order = med(
+        "a",
+        medicationReference={"reference": "#m1"},
+        contained=[
+            {"resourceType": "Medication", "id": "m1", "code": {"coding": [{"system": RXNORM, "code": "134547"}]}}
+        ],
+    )
     assert len(cards(client, SIGN, hook_request("order-sign", "p1", OBS, orders=[order]))) == 1
 
 

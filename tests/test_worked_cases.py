@@ -60,8 +60,15 @@ def test_components_carry_value_unit_observation_and_time(client):
     case = BY_NAME["T6"]  # Hb 90 g/L
     ext = risk_extension(client.post(SIGN, json=hook_request("order-sign", "pt-c", case.observations("pt-c"))))
     hb = next(c for c in ext["hematotox"]["components"] if c["analyte"] == "hemoglobin")
-    assert hb == {"analyte": "hemoglobin", "status": "current", "points": {"min": 1, "max": 1}, "value": 9,
-                  "unit": "g/dL", "observation": "Observation/pt-c-hb", "effective": "2024-03-09T10:00:00+00:00"}
+    assert hb == {
+        "analyte": "hemoglobin",
+        "status": "current",
+        "points": {"min": 1, "max": 1},
+        "value": 9,
+        "unit": "g/dL",
+        "observation": "Observation/pt-c-hb",
+        "effective": "2024-03-09T10:00:00+00:00",
+    }
 
 
 def test_missing_component_has_no_value_observation_or_time(client):

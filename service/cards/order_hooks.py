@@ -6,20 +6,28 @@ Nothing here does I/O: the app resolves the prefetch and passes the data in.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Mapping
 
 from cds_hooks.models import Action, Card, Link, OrderContext, Source, Suggestion, selected_orders
+from service.cards.recommendation_card import OVERRIDE_REASONS, recommendation_card
+from service.cards.risk_card import (
+    CALCULATOR_URL,
+    LAB_NAMES,
+    SOURCE_LABEL,
+    SOURCE_URL,
+    detail,
+    extension,
+    indicator,
+    summary,
+)
+from service.cards.suggestions import Drug, missing_lab_requests
 from service.clinical.assessment import Assessment, assess_patient, ruleset_version
 from service.clinical.labs import LabRules
-from service.clinical.orders import Trigger, find_trigger
 from service.clinical.nrm import ECOG_LOINC, NrmProfile, nrm_profile
-from service.cards.recommendation_card import OVERRIDE_REASONS, recommendation_card
-from service.cards.risk_card import (CALCULATOR_URL, LAB_NAMES, SOURCE_LABEL, SOURCE_URL, detail, extension,
-                               indicator, summary)
-from service.cards.suggestions import Drug, missing_lab_requests
+from service.clinical.orders import Trigger, find_trigger
 from service.clinical.valuesets import LOINC, PREFETCH_GROUPS, ValueSets
 
 # Results per analyte search. The searches sort newest first, so the window's labs always come
@@ -35,10 +43,11 @@ def prefetch_templates(vs: ValueSets) -> dict[str, str]:
     out = {}
     for key, codes in vs.prefetch_codes.items():
         code_list = ",".join(f"{LOINC}|{c}" for c in codes)
-        out[key] = (f"Observation?patient={{{{context.patientId}}}}&code={code_list}"
-                    f"&_sort=-date&_count={_COUNTS.get(key, _DEFAULT_COUNT)}")
-    out["ecog"] = (f"Observation?patient={{{{context.patientId}}}}&code={LOINC}|{ECOG_LOINC}"
-                   f"&_sort=-date&_count=5")
+        out[key] = (
+            f"Observation?patient={{{{context.patientId}}}}&code={code_list}"
+            f"&_sort=-date&_count={_COUNTS.get(key, _DEFAULT_COUNT)}"
+        )
+    out["ecog"] = f"Observation?patient={{{{context.patientId}}}}&code={LOINC}|{ECOG_LOINC}&_sort=-date&_count=5"
     out["patient"] = "Patient/{{context.patientId}}"
     out["conditions"] = "Condition?patient={{context.patientId}}&_count=200"
     return out
@@ -66,8 +75,7 @@ class Clinic:
 
 def trigger_for(ctx: OrderContext, clinic: Clinic, now: datetime) -> Trigger | None:
     """The LD trigger of this hook, or None: then the answer is `{"cards": []}`."""
-    return find_trigger(selected_orders(ctx), ctx.draft_orders, ctx.patient_id, clinic.vs, now,
-                        clinic.rules.tz)
+    return find_trigger(selected_orders(ctx), ctx.draft_orders, ctx.patient_id, clinic.vs, now, clinic.rules.tz)
 
 
 def assess(trigger: Trigger, ctx: OrderContext, data: Mapping[str, list[dict]], clinic: Clinic) -> Assessment:
@@ -77,20 +85,30 @@ def assess(trigger: Trigger, ctx: OrderContext, data: Mapping[str, list[dict]], 
 
 def _optional(data: Mapping[str, list[dict]], key: str) -> list[dict] | None:
     """Optional keys the resolver could not get are absent: None = cannot tell."""
-    return data[key] if key in data else None
+    return data.get(key, None)
 
 
 def nrm_for(a: Assessment, ctx: OrderContext, data: Mapping[str, list[dict]], clinic: Clinic) -> NrmProfile:
     patient = next(iter(data.get("patient") or []), None)
-    return nrm_profile(a.components, _optional(data, "conditions"), patient, list(data.get("ecog", ())),
-                       ctx.patient_id, a.trigger.t0, clinic.rules.tz, clinic.ferritin_uln,
-                       clinic.m_easix_crp_mg_per_l, clinic.extra_diabetes_snomed)
+    return nrm_profile(
+        a.components,
+        _optional(data, "conditions"),
+        patient,
+        list(data.get("ecog", ())),
+        ctx.patient_id,
+        a.trigger.t0,
+        clinic.rules.tz,
+        clinic.ferritin_uln,
+        clinic.m_easix_crp_mg_per_l,
+        clinic.extra_diabetes_snomed,
+    )
 
 
 # The constant parts of the risk card, validated once (strict models are immutable, so they can be shared).
 RISK_SOURCE = Source(label=SOURCE_LABEL, url=SOURCE_URL)
-RISK_LINKS = [Link(label="CAR-HEMATOTOX online calculator (German Lymphoma Alliance)", url=CALCULATOR_URL,
-                   type="absolute")]
+RISK_LINKS = [
+    Link(label="CAR-HEMATOTOX online calculator (German Lymphoma Alliance)", url=CALCULATOR_URL, type="absolute")
+]
 
 
 def risk_card(a: Assessment, nrm: NrmProfile, ctx: OrderContext, clinic: Clinic) -> Card:
@@ -98,11 +116,16 @@ def risk_card(a: Assessment, nrm: NrmProfile, ctx: OrderContext, clinic: Clinic)
     suggestions = None
     if a.confirmed.could_change_group:
         requests = missing_lab_requests(ctx.patient_id, list(a.confirmed.could_change_group), a.trigger.t0)
-        suggestions = [Suggestion(
-            label=f"Order {', '.join(LAB_NAMES[x] for x in a.confirmed.could_change_group)} before LD",
-            uuid=str(uuid.uuid4()), isRecommended=True,
-            actions=[Action(type="create", description=f"Draft order: {r['code']['text']}", resource=r)
-                     for r in requests])]
+        suggestions = [
+            Suggestion(
+                label=f"Order {', '.join(LAB_NAMES[x] for x in a.confirmed.could_change_group)} before LD",
+                uuid=str(uuid.uuid4()),
+                isRecommended=True,
+                actions=[
+                    Action(type="create", description=f"Draft order: {r['code']['text']}", resource=r) for r in requests
+                ],
+            )
+        ]
     return Card(
         uuid=str(uuid.uuid4()),
         summary=summary(a, tz),
@@ -123,7 +146,14 @@ def cards_for(trigger: Trigger, ctx: OrderContext, data: Mapping[str, list[dict]
     nrm = nrm_for(a, ctx, data, clinic)
     return [
         risk_card(a, nrm, ctx, clinic),
-        recommendation_card(a, nrm, ctx.patient_id, clinic.ruleset, disabled=clinic.disabled,
-                            indeterminate_as_high=clinic.indeterminate_as_high, drugs=clinic.drugs,
-                            monitoring=clinic.monitoring),
+        recommendation_card(
+            a,
+            nrm,
+            ctx.patient_id,
+            clinic.ruleset,
+            disabled=clinic.disabled,
+            indeterminate_as_high=clinic.indeterminate_as_high,
+            drugs=clinic.drugs,
+            monitoring=clinic.monitoring,
+        ),
     ]

@@ -20,11 +20,22 @@ SOURCE_LABEL = "CAR-HEMATOTOX (Rejeski et al., J Hematol Oncol 2023)"
 SOURCE_URL = "https://doi.org/10.1186/s13045-023-01465-x"
 CALCULATOR_URL = "https://www.german-lymphoma-alliance.de/Scores.html"
 
-LAB_NAMES = {"anc": "ANC", "hemoglobin": "hemoglobin", "platelets": "platelets", "crp": "CRP",
-             "ferritin": "ferritin", "ldh": "LDH", "creatinine": "creatinine"}
+LAB_NAMES = {
+    "anc": "ANC",
+    "hemoglobin": "hemoglobin",
+    "platelets": "platelets",
+    "crp": "CRP",
+    "ferritin": "ferritin",
+    "ldh": "LDH",
+    "creatinine": "creatinine",
+}
 DISPLAY_UNITS = {"10*9/L": "×10⁹/L", "g/dL": "g/dL", "mg/dL": "mg/dL", "ng/mL": "ng/mL", "U/L": "U/L"}
-REGIMENS = {"flu-cy": "fludarabine/cyclophosphamide", "fludarabine": "fludarabine",
-            "bendamustine": "bendamustine", "cyclophosphamide": "cyclophosphamide"}
+REGIMENS = {
+    "flu-cy": "fludarabine/cyclophosphamide",
+    "fludarabine": "fludarabine",
+    "bendamustine": "bendamustine",
+    "cyclophosphamide": "cyclophosphamide",
+}
 
 
 def number(v: Decimal) -> int | float:
@@ -78,8 +89,12 @@ def extension(a: Assessment, ruleset: str, nrm: NrmProfile | None = None) -> dic
     ht["components"] = [_component_json(a.components[x]) for x in HT_ANALYTES]
     if a.flags:
         ht["flags"] = list(a.flags)
-    body = {"rulesetVersion": ruleset, "t0": fhir_datetime(a.trigger.t0), "hematotox": ht,
-            "nrm": nrm_extension(nrm) if nrm else {}}
+    body = {
+        "rulesetVersion": ruleset,
+        "t0": fhir_datetime(a.trigger.t0),
+        "hematotox": ht,
+        "nrm": nrm_extension(nrm) if nrm else {},
+    }
     return {EXTENSION_KEY: body}
 
 
@@ -91,8 +106,10 @@ def summary(a: Assessment, tz: tzinfo) -> str:
     c = a.confirmed
     if c.group == "high":
         band = ", ultra-high band" if c.ultra_high == "yes" else ""
-        return (f"CAR-HEMATOTOX HIGH{band} (score {_score_text(c)} of 7): high risk of prolonged "
-                f"neutropenia and severe infection")
+        return (
+            f"CAR-HEMATOTOX HIGH{band} (score {_score_text(c)} of 7): high risk of prolonged "
+            f"neutropenia and severe infection"
+        )
     if c.group == "low":
         return f"CAR-HEMATOTOX low (score {_score_text(c)} of 7): low risk of prolonged neutropenia"
     text = f"CAR-HEMATOTOX indeterminate (score {_score_text(c)} of 7) — order {', '.join(labs_to_order(a))}"
@@ -145,18 +162,24 @@ def detail(a: Assessment, tz: tzinfo, ruleset: str, nrm: NrmProfile | None = Non
     c = a.confirmed
     lines.append("")
     if c.group == "indeterminate":
-        lines.append(f"**Not low risk until proven:** {', '.join(labs_to_order(a))} could move the score to "
-                     f"HT-high. Collect within 3 days before LD start (one-click order below).")
+        lines.append(
+            f"**Not low risk until proven:** {', '.join(labs_to_order(a))} could move the score to "
+            f"HT-high. Collect within 3 days before LD start (one-click order below)."
+        )
     if a.provisional is not None:
         p = a.provisional
         stale = [a.components[x] for x in HT_ANALYTES if a.components[x].status == "stale"]
         dates = sorted({s.used.effective.astimezone(tz).strftime("%Y-%m-%d") for s in stale})
-        lines.append(f"Provisional, based on labs from {', '.join(dates)}: {p.group.upper()}, score "
-                     f"{_score_text(p)}. Not the confirmed result: repeat "
-                     f"{', '.join(LAB_NAMES[s.analyte] for s in stale)} within 3 days before LD start.")
+        lines.append(
+            f"Provisional, based on labs from {', '.join(dates)}: {p.group.upper()}, score "
+            f"{_score_text(p)}. Not the confirmed result: repeat "
+            f"{', '.join(LAB_NAMES[s.analyte] for s in stale)} within 3 days before LD start."
+        )
     if c.ultra_high == "yes":
-        lines.append("Score 5 or more: ultra-high band, reported in myeloma only (markedly inferior PFS/OS; "
-                     "prognostic, no specific management shown).")
+        lines.append(
+            "Score 5 or more: ultra-high band, reported in myeloma only (markedly inferior PFS/OS; "
+            "prognostic, no specific management shown)."
+        )
     elif c.ultra_high == "possible" and c.group == "high":
         lines.append("Ultra-high band (score 5 or more) possible with the missing labs.")
     if nrm is not None:
@@ -178,26 +201,42 @@ def _notes(a: Assessment) -> list[str]:
     if "t0-date-only" in a.flags:
         notes.append("LD start has a date but no time: labs of that whole day are counted.")
     if "not-validated-for-regimen" in a.flags:
-        what = "bendamustine LD" if a.trigger.regimen == "bendamustine" else (
-            a.trigger.product or REGIMENS[a.trigger.regimen])
-        notes.append(f"Extrapolated to {what}: the score was validated with Flu/Cy before axi-cel, "
-                     "tisa-cel, ide-cel or cilta-cel.")
+        what = (
+            "bendamustine LD"
+            if a.trigger.regimen == "bendamustine"
+            else (a.trigger.product or REGIMENS[a.trigger.regimen])
+        )
+        notes.append(
+            f"Extrapolated to {what}: the score was validated with Flu/Cy before axi-cel, "
+            "tisa-cel, ide-cel or cilta-cel."
+        )
     if "boundary-ambiguity:ferritin" in a.flags:
-        notes.append("Ferritin exactly 2000 ng/mL: the source reads both 1 and 2 points here; 2 points "
-                     "were given (the safer reading).")
-    cut = [f.split(":")[1] for f in a.flags if f.startswith("at-cutoff:")
-           and not (f == "at-cutoff:ferritin" and "boundary-ambiguity:ferritin" in a.flags)]
+        notes.append(
+            "Ferritin exactly 2000 ng/mL: the source reads both 1 and 2 points here; 2 points "
+            "were given (the safer reading)."
+        )
+    cut = [
+        f.split(":")[1]
+        for f in a.flags
+        if f.startswith("at-cutoff:") and not (f == "at-cutoff:ferritin" and "boundary-ambiguity:ferritin" in a.flags)
+    ]
     if cut:
-        notes.append(f"Exactly at a cut-off ({', '.join(LAB_NAMES[x] for x in cut)}): scored as the "
-                     "myeloma validation paper words it (inclusive).")
+        notes.append(
+            f"Exactly at a cut-off ({', '.join(LAB_NAMES[x] for x in cut)}): scored as the "
+            "myeloma validation paper words it (inclusive)."
+        )
     imprecise = [f.split(":")[1] for f in a.flags if f.startswith("timing-imprecise:")]
     if imprecise:
-        notes.append(f"Collection time not exact for {', '.join(LAB_NAMES[x] for x in imprecise)} "
-                     "(date only, or report time used).")
+        notes.append(
+            f"Collection time not exact for {', '.join(LAB_NAMES[x] for x in imprecise)} "
+            "(date only, or report time used)."
+        )
     rejected = [x for x in HT_ANALYTES if a.components[x].rejected_in_window]
     if rejected:
-        notes.append(f"Results not usable (status, unit or plausibility) were skipped for "
-                     f"{', '.join(LAB_NAMES[x] for x in rejected)}.")
+        notes.append(
+            f"Results not usable (status, unit or plausibility) were skipped for "
+            f"{', '.join(LAB_NAMES[x] for x in rejected)}."
+        )
     return notes
 
 
@@ -246,9 +285,11 @@ def _yes_no(v: bool | None, unknown: str) -> str:
 def nrm_detail(p: NrmProfile, a: Assessment) -> str:
     dm = _yes_no(p.diabetes, "cannot tell (conditions not available)")
     if p.ferritin.elevated is None:
-        fer = ("cannot tell (no ferritin within 3 days before LD)" if a.components["ferritin"].used is None
-               or a.components["ferritin"].status == "stale"
-               else "cannot tell (no reference range from the lab and no configured upper limit)")
+        fer = (
+            "cannot tell (no ferritin within 3 days before LD)"
+            if a.components["ferritin"].used is None or a.components["ferritin"].status == "stale"
+            else "cannot tell (no reference range from the lab and no configured upper limit)"
+        )
     else:
         fer = _yes_no(p.ferritin.elevated, "")
     lines = [
@@ -259,8 +300,10 @@ def nrm_detail(p: NrmProfile, a: Assessment) -> str:
     e = p.easix
     if e.easix is not None:
         above = "above" if e.above_korell else "not above"
-        lines.append(f"- EASIX {_round(e.easix)} (log2 {e.log2:.2f}), {above} 4.67: "
-                     "a CRS/ICANS predictor (Korell 2022), not an infection score; informational")
+        lines.append(
+            f"- EASIX {_round(e.easix)} (log2 {e.log2:.2f}), {above} 4.67: "
+            "a CRS/ICANS predictor (Korell 2022), not an infection score; informational"
+        )
     else:
         lines.append("- EASIX not computed: needs LDH, creatinine and platelets within 3 days before LD")
     ctx = []

@@ -22,14 +22,20 @@ class Drug:
 # RxNorm ingredient codes [RECALLED, UNVERIFIED: check against RxNav before go-live]; a site names
 # its preferred products in [recommendations.drugs].
 DEFAULT_DRUGS = {
-    "gcsf": Drug("68442", "filgrastim",
-                 "5 µg/kg subcutaneously once daily from day +2 after CAR T-cell infusion (ICAHT)"),
-    "antiviral": Drug("73645", "valacyclovir",
-                      "500 mg orally twice daily from start of lymphodepletion until 1 year after infusion "
-                      "and/or CD4+ count >0.2 ×10⁹/L (ICAHT)"),
+    "gcsf": Drug(
+        "68442", "filgrastim", "5 µg/kg subcutaneously once daily from day +2 after CAR T-cell infusion (ICAHT)"
+    ),
+    "antiviral": Drug(
+        "73645",
+        "valacyclovir",
+        "500 mg orally twice daily from start of lymphodepletion until 1 year after infusion "
+        "and/or CD4+ count >0.2 ×10⁹/L (ICAHT)",
+    ),
 }
-DEFAULT_MONITORING = ("CBC with differential at least 3 times per week to day +30, then weekly to day +90 "
-                      "(configurable local default; no source gives a frequency)")
+DEFAULT_MONITORING = (
+    "CBC with differential at least 3 times per week to day +30, then weekly to day +90 "
+    "(configurable local default; no source gives a frequency)"
+)
 
 # Orderable LOINC codes per HT analyte (spec §5.1 primary codes); CBC panel 57021-8 [RECALLED].
 LAB_ORDER_CODES = {
@@ -57,27 +63,37 @@ def medication_request(patient_id: str, drug: Drug, note: str) -> dict:
     }
 
 
-def service_request(patient_id: str, code: tuple[str, str], text: str, *,
-                    period: tuple[datetime, datetime] | None = None) -> dict:
+def service_request(
+    patient_id: str, code: tuple[str, str], text: str, *, period: tuple[datetime, datetime] | None = None
+) -> dict:
     sr = {
         "resourceType": "ServiceRequest",
         "status": "draft",
         "intent": "proposal",
-        "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "108252007",
-                                  "display": "Laboratory procedure"}]}],
+        "category": [
+            {"coding": [{"system": "http://snomed.info/sct", "code": "108252007", "display": "Laboratory procedure"}]}
+        ],
         "code": {"coding": [{"system": LOINC, "code": code[0], "display": code[1]}], "text": code[1]},
         "subject": {"reference": f"Patient/{patient_id}"},
         "note": [{"text": text}],
     }
     if period:
-        sr["occurrencePeriod"] = {"start": period[0].isoformat(timespec="seconds"),
-                                  "end": period[1].isoformat(timespec="seconds")}
+        sr["occurrencePeriod"] = {
+            "start": period[0].isoformat(timespec="seconds"),
+            "end": period[1].isoformat(timespec="seconds"),
+        }
     return sr
 
 
 def missing_lab_requests(patient_id: str, analytes: list[str], t0: datetime) -> list[dict]:
     """Exactly the labs that keep the HT group open, to be collected within 3 days before LD."""
     window = (t0 - timedelta(days=3), t0)
-    return [service_request(patient_id, LAB_ORDER_CODES[a],
-                            "For the CAR-HEMATOTOX score: collect within 3 days before lymphodepletion.",
-                            period=window) for a in analytes]
+    return [
+        service_request(
+            patient_id,
+            LAB_ORDER_CODES[a],
+            "For the CAR-HEMATOTOX score: collect within 3 days before lymphodepletion.",
+            period=window,
+        )
+        for a in analytes
+    ]

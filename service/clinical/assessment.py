@@ -6,8 +6,8 @@ provisional one also uses stale labs and is never presented as the confirmed gro
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from service.clinical.hematotox import CUTOFFS, HT_ANALYTES, Score, score
 from service.clinical.labs import Component, LabRules, assess_all
@@ -53,8 +53,14 @@ def _flags(trigger: Trigger, comps: dict[str, Component]) -> tuple[str, ...]:
     return tuple(flags)
 
 
-def assess_patient(trigger: Trigger, observations: Iterable[dict], patient_id: str, vs: ValueSets,
-                   rules: LabRules, extra_analytes: tuple[str, ...] = ()) -> Assessment:
+def assess_patient(
+    trigger: Trigger,
+    observations: Iterable[dict],
+    patient_id: str,
+    vs: ValueSets,
+    rules: LabRules,
+    extra_analytes: tuple[str, ...] = (),
+) -> Assessment:
     comps = assess_all(observations, patient_id, trigger.t0, vs, rules, HT_ANALYTES + extra_analytes)
     confirmed = score((a, comps[a].confirmed) for a in HT_ANALYTES)
     provisional = None

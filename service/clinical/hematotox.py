@@ -7,9 +7,10 @@ points consistent with it: no epsilon tricks at the cut-offs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Iterable, Literal
+from typing import Literal
 
 INF = Decimal("Infinity")
 
@@ -25,17 +26,15 @@ class Span:
     lo_closed: bool = True
     hi_closed: bool = True
 
-    def meets(self, other: "Span") -> bool:
+    def meets(self, other: Span) -> bool:
         if self.lo > other.hi or other.lo > self.hi:
             return False
         if self.lo == other.hi and not (self.lo_closed and other.hi_closed):
             return False
-        if other.lo == self.hi and not (other.lo_closed and self.hi_closed):
-            return False
-        return True
+        return not (other.lo == self.hi and not (other.lo_closed and self.hi_closed))
 
     @classmethod
-    def point(cls, v: Decimal) -> "Span":
+    def point(cls, v: Decimal) -> Span:
         return cls(v, v)
 
 
@@ -81,8 +80,11 @@ STRICT = {
 
 # Values exactly at these points score differently under the two readings (spec §1.3 item 4).
 CUTOFFS = {
-    "anc": (Decimal("1.2"),), "hemoglobin": (Decimal("9.0"),), "platelets": (Decimal(75), Decimal(175)),
-    "crp": (Decimal("3.0"),), "ferritin": (Decimal(650), Decimal(2000)),
+    "anc": (Decimal("1.2"),),
+    "hemoglobin": (Decimal("9.0"),),
+    "platelets": (Decimal(75), Decimal(175)),
+    "crp": (Decimal("3.0"),),
+    "ferritin": (Decimal(650), Decimal(2000)),
 }
 MAX_POINTS = {"anc": 1, "hemoglobin": 1, "platelets": 2, "crp": 1, "ferritin": 2}
 

@@ -7,10 +7,11 @@ nothing here trusts a field it has not checked.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
-from typing import Iterable, Literal, Mapping
+from typing import Literal
 
 from service.clinical.fhirjson import as_list, dicts
 from service.clinical.hematotox import MAX_POINTS, Points, Span, points
@@ -201,7 +202,8 @@ def _body(obs: dict, lab: LabCode, eff: Effective | None, rules: LabRules) -> La
     # Membership only for strings: a client may send any JSON there, and a dict is not hashable.
     status = obs.get("status")
     if not isinstance(status, str) or not (
-            status in USABLE_STATUS or (rules.accept_preliminary and status == "preliminary")):
+        status in USABLE_STATUS or (rules.accept_preliminary and status == "preliminary")
+    ):
         problem: Problem | None = "status"
     elif obs.get("dataAbsentReason") is not None:
         problem = "absent"
@@ -229,10 +231,21 @@ def _body(obs: dict, lab: LabCode, eff: Effective | None, rules: LabRules) -> La
         except UnitRejected:
             return LabResult(analyte, lab.tier, None, None, when, date_only, imprecise, ref, "unit", specimen)
     if not is_plausible(analyte, value):
-        return LabResult(analyte, lab.tier, value, comparator, when, date_only, imprecise, ref, "implausible",
-                         specimen)
-    return LabResult(analyte, lab.tier, value, comparator, when, date_only, imprecise, ref, None, specimen,
-                     _reference_high(obs, analyte, rules), _interpretation(obs))
+        return LabResult(analyte, lab.tier, value, comparator, when, date_only, imprecise, ref, "implausible", specimen)
+    return LabResult(
+        analyte,
+        lab.tier,
+        value,
+        comparator,
+        when,
+        date_only,
+        imprecise,
+        ref,
+        None,
+        specimen,
+        _reference_high(obs, analyte, rules),
+        _interpretation(obs),
+    )
 
 
 def _reference_high(obs: dict, analyte: str, rules: LabRules) -> Decimal | None:
@@ -251,8 +264,7 @@ def _interpretation(obs: dict) -> frozenset[str]:
     raw = obs.get("interpretation")
     if not raw:
         return _NOTHING
-    return frozenset(c["code"] for cc in dicts(raw) for c in dicts(cc.get("coding"))
-                     if isinstance(c.get("code"), str))
+    return frozenset(c["code"] for cc in dicts(raw) for c in dicts(cc.get("coding")) if isinstance(c.get("code"), str))
 
 
 # ---------------------------------------------------------------- time
@@ -262,7 +274,7 @@ class _Clock:
     """Where a result stands against T0, in facility calendar days (spec §1.5), with T0's day and the
     window bounds worked out once per hook. T0 is never outside the years parse_fhir_datetime admits."""
 
-    __slots__ = ("t0", "rules", "t0_day", "window_start", "lookback_start")
+    __slots__ = ("lookback_start", "rules", "t0", "t0_day", "window_start")
 
     def __init__(self, t0: datetime, rules: LabRules) -> None:
         self.t0, self.rules = t0, rules
@@ -296,10 +308,19 @@ def _sum(parts: list[LabResult], analyte: str, tier: int) -> LabResult | None:
         return None
     earliest = min(parts, key=lambda p: p.effective)
     total = sum((p.value for p in parts), Decimal(0))
-    return LabResult(analyte, tier, total, None, earliest.effective,
-                     any(p.date_only for p in parts), any(p.timing_imprecise for p in parts),
-                     parts[0].observation, _guard(analyte, total), parts[0].specimen,
-                     derived_from=tuple(p.observation for p in parts if p.observation))
+    return LabResult(
+        analyte,
+        tier,
+        total,
+        None,
+        earliest.effective,
+        any(p.date_only for p in parts),
+        any(p.timing_imprecise for p in parts),
+        parts[0].observation,
+        _guard(analyte, total),
+        parts[0].specimen,
+        derived_from=tuple(p.observation for p in parts if p.observation),
+    )
 
 
 def _guard(analyte: str, value: Decimal) -> Problem | None:
@@ -317,8 +338,9 @@ def derive_anc(results: list[LabResult]) -> list[LabResult]:
     ANC and could hide a point.
     """
     ok = [r for r in results if r.problem is None and r.effective is not None]
-    by = {a: [r for r in ok if r.analyte == a] for a in
-          ("seg_abs", "band_abs", "wbc", "neut_pct", "seg_pct", "band_pct")}
+    by = {
+        a: [r for r in ok if r.analyte == a] for a in ("seg_abs", "band_abs", "wbc", "neut_pct", "seg_pct", "band_pct")
+    }
     out: list[LabResult] = []
     for seg in by["seg_abs"]:
         bands = [b for b in by["band_abs"] if _same_specimen(seg, b)][:1]
@@ -338,10 +360,21 @@ def derive_anc(results: list[LabResult]) -> list[LabResult]:
             anc = wbc.value * pct.value / 100
             earliest = min((wbc, pct), key=lambda p: p.effective)
             refs = tuple(dict.fromkeys(x for x in (wbc.observation, *pct.derived_from, pct.observation) if x))
-            out.append(LabResult(
-                "anc", 2, anc, wbc.comparator, earliest.effective, wbc.date_only or pct.date_only,
-                wbc.timing_imprecise or pct.timing_imprecise, wbc.observation, _guard("anc", anc), wbc.specimen,
-                derived_from=refs))
+            out.append(
+                LabResult(
+                    "anc",
+                    2,
+                    anc,
+                    wbc.comparator,
+                    earliest.effective,
+                    wbc.date_only or pct.date_only,
+                    wbc.timing_imprecise or pct.timing_imprecise,
+                    wbc.observation,
+                    _guard("anc", anc),
+                    wbc.specimen,
+                    derived_from=refs,
+                )
+            )
             break
     return out
 
@@ -361,8 +394,9 @@ def _pick(cands: list[LabResult]) -> LabResult | None:
 _ANC_PARTS = frozenset({"seg_abs", "band_abs", "wbc", "neut_pct", "seg_pct", "band_pct"})
 
 
-def assess_all(observations: Iterable[dict], patient_id: str, t0: datetime, vs: ValueSets,
-               rules: LabRules, analytes: Iterable[str]) -> dict[str, Component]:
+def assess_all(
+    observations: Iterable[dict], patient_id: str, t0: datetime, vs: ValueSets, rules: LabRules, analytes: Iterable[str]
+) -> dict[str, Component]:
     """Each analyte's component over all parseable observations (and the derived ANCs).
 
     An Observation's value is read only when it can matter: results without a collection time, after

@@ -7,10 +7,10 @@ and is said so on the card. None of these are combined into a score (spec §4.3 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
-from typing import Iterable
 
 from service.clinical.fhirjson import as_dict, dicts
 from service.clinical.labs import Component, LabResult, parse_fhir_datetime
@@ -41,8 +41,7 @@ EASIX_KORELL_CUTOFF = Decimal("4.67")  # strict ">" (Korell 2022)
 def _code_of(cc: object, system: str) -> list[str]:
     if not isinstance(cc, dict):
         return []
-    return [c["code"] for c in dicts(cc.get("coding"))
-            if c.get("system") == system and isinstance(c.get("code"), str)]
+    return [c["code"] for c in dicts(cc.get("coding")) if c.get("system") == system and isinstance(c.get("code"), str)]
 
 
 def _status(cc: object) -> str | None:
@@ -59,8 +58,9 @@ def is_diabetes_code(code: dict, extra_snomed: frozenset[str] = frozenset()) -> 
     return any(c.upper().startswith(DIABETES_ICD10_PREFIXES) for c in _code_of(code, ICD10))
 
 
-def diabetes(conditions: Iterable[dict] | None, patient_id: str,
-             extra_snomed: frozenset[str] = frozenset()) -> tuple[bool | None, tuple[str, ...]]:
+def diabetes(
+    conditions: Iterable[dict] | None, patient_id: str, extra_snomed: frozenset[str] = frozenset()
+) -> tuple[bool | None, tuple[str, ...]]:
     """(flag, the Conditions behind it). None when the conditions could not be read at all."""
     if conditions is None:
         return None, ()
@@ -192,8 +192,8 @@ def ecog(observations: Iterable[dict], patient_id: str) -> int | None:
             continue
         raw = o.get("effectiveDateTime") or o.get("issued")
         # Any JSON may stand there; an undated ECOG still counts, but after every dated one.
-        parsed = parse_fhir_datetime(raw, timezone.utc) if isinstance(raw, str) else None
-        when = parsed[0] if parsed else datetime.min.replace(tzinfo=timezone.utc)
+        parsed = parse_fhir_datetime(raw, UTC) if isinstance(raw, str) else None
+        when = parsed[0] if parsed else datetime.min.replace(tzinfo=UTC)
         if best is None or when > best[0]:
             best = (when, value)
     return best[1] if best else None
@@ -209,10 +209,18 @@ class NrmProfile:
     ecog: int | None
 
 
-def nrm_profile(comps: dict[str, Component], conditions: list[dict] | None, patient: dict | None,
-                ecog_observations: list[dict], patient_id: str, t0: datetime, tz: tzinfo,
-                ferritin_uln: Decimal | None, m_easix_crp_mg_per_l: bool = False,
-                extra_diabetes_snomed: frozenset[str] = frozenset()) -> NrmProfile:
+def nrm_profile(
+    comps: dict[str, Component],
+    conditions: list[dict] | None,
+    patient: dict | None,
+    ecog_observations: list[dict],
+    patient_id: str,
+    t0: datetime,
+    tz: tzinfo,
+    ferritin_uln: Decimal | None,
+    m_easix_crp_mg_per_l: bool = False,
+    extra_diabetes_snomed: frozenset[str] = frozenset(),
+) -> NrmProfile:
     dm, evidence = diabetes(conditions, patient_id, extra_diabetes_snomed)
     return NrmProfile(
         diabetes=dm,

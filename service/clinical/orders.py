@@ -7,9 +7,10 @@ or text-only medications, contained Medications. Only the fields used here are c
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, tzinfo
-from typing import Iterable, Literal, Mapping
+from typing import Literal
 
 from service.clinical.fhirjson import as_dict, as_list, dicts
 from service.clinical.labs import parse_fhir_datetime
@@ -67,10 +68,12 @@ def _concepts(order: dict, resources: Iterable[dict]) -> list[dict]:
         pool = as_list(order.get("contained")) if isinstance(ref, str) and ref.startswith("#") else list(resources)
         target = ref[1:] if isinstance(ref, str) and ref.startswith("#") else ref
         for med in pool:
-            if isinstance(med, dict) and med.get("resourceType") == "Medication" and (
-                    med.get("id") == target or _ref(med) == target):
-                if isinstance(med.get("code"), dict):
-                    out.append(med["code"])
+            if (
+                isinstance(med, dict)
+                and med.get("resourceType") == "Medication"
+                and (med.get("id") == target or _ref(med) == target)
+            ) and isinstance(med.get("code"), dict):
+                out.append(med["code"])
         if isinstance(mref.get("display"), str):
             out.append({"text": mref["display"]})
     return out
@@ -86,8 +89,12 @@ def _words(text: str) -> set[str]:
 def _match(concepts: list[dict], codes: Mapping[str, str], names: Mapping[str, str]) -> str | None:
     for cc in concepts:
         for c in as_list(cc.get("coding")):
-            if isinstance(c, dict) and c.get("system") == RXNORM and isinstance(code := c.get("code"), str) \
-                    and code in codes:
+            if (
+                isinstance(c, dict)
+                and c.get("system") == RXNORM
+                and isinstance(code := c.get("code"), str)
+                and code in codes
+            ):
                 return codes[code]
     for cc in concepts:
         texts = [cc.get("text")] + [c.get("display") for c in dicts(cc.get("coding"))]
@@ -112,8 +119,11 @@ def _planned_start(order: dict, tz: tzinfo) -> tuple[datetime, bool] | None:
 
 def ld_drug(order: dict, patient_id: str, resources: list[dict], vs: ValueSets) -> str | None:
     # Membership only for strings: a client may send any JSON there, and a dict is not hashable.
-    if not isinstance(order, dict) or not isinstance(rtype := order.get("resourceType"), str) \
-            or rtype not in ORDER_TYPES:
+    if (
+        not isinstance(order, dict)
+        or not isinstance(rtype := order.get("resourceType"), str)
+        or rtype not in ORDER_TYPES
+    ):
         return None
     status = order.get("status")
     if (isinstance(status, str) and status in DEAD_STATUS) or not _belongs_to(order, patient_id):
@@ -135,8 +145,9 @@ def cart_product(resources: list[dict], vs: ValueSets) -> str | None:
     return None
 
 
-def find_trigger(candidates: list[dict], draft_orders: list[dict], patient_id: str, vs: ValueSets,
-                 now: datetime, tz: tzinfo) -> Trigger | None:
+def find_trigger(
+    candidates: list[dict], draft_orders: list[dict], patient_id: str, vs: ValueSets, now: datetime, tz: tzinfo
+) -> Trigger | None:
     """The LD trigger among ``candidates`` (selected orders, or all at order-sign), or None.
 
     The regimen is read from the whole draft order set: cyclophosphamide alone (it has other

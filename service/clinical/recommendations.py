@@ -18,7 +18,10 @@ STRENGTH_WORDS = {
 }
 
 ICAHT = ("EHA/EBMT ICAHT recommendations, Blood 2023 (Table 3)", "https://doi.org/10.1182/blood.2023020578")
-REJESKI = ("Rejeski et al., J Hematol Oncol 2023 (CAR-HEMATOTOX, myeloma)", "https://doi.org/10.1186/s13045-023-01465-x")
+REJESKI = (
+    "Rejeski et al., J Hematol Oncol 2023 (CAR-HEMATOTOX, myeloma)",
+    "https://doi.org/10.1186/s13045-023-01465-x",
+)
 LEMOINE = ("Lemoine et al., Blood Adv 2023 (DESCAR-T NRM)", "https://doi.org/10.1182/bloodadvances.2023010624")
 ASH_SAP = ("ASH-SAP infection prophylaxis table", "https://ash-sap.org/view-large/12050824")
 LOCAL = ("hematotox-cds rules (local protocol default)", "https://doi.org/10.1182/blood.2023020578")
@@ -40,59 +43,155 @@ class Recommendation:
 
 
 TABLE: tuple[Recommendation, ...] = (
-    Recommendation("R1", "high", "G-CSF from day +2",
-                   "Consider prophylactic G-CSF from day +2 after infusion (filgrastim 5 µg/kg once daily): "
-                   "reduces febrile neutropenia without more severe CRS or ICANS.", "G", ICAHT, "gcsf"),
-    Recommendation("R2", "high", "Antibacterial prophylaxis once ANC <500/µL",
-                   "A fluoroquinolone (levofloxacin or ciprofloxacin) may be considered once ANC <500/µL. "
-                   "Caution with MDR colonisation or high local MDR Gram-negative prevalence.", "G", ICAHT),
-    Recommendation("R3", "high", "Intensified monitoring",
-                   "High HT score: intensified monitoring, anti-infective prophylaxis and early G-CSF likely "
-                   "benefit.", "P", REJESKI, "monitoring"),
-    Recommendation("R4", "high", "Stem-cell boost awareness",
-                   "Be aware a CD34+ stem-cell boost may be needed: check backup product availability.",
-                   "P", REJESKI),
-    Recommendation("R5", "high", "Broad prophylaxis (mould-active azole + fluoroquinolone)",
-                   "Broad early prophylaxis may reduce severe infections; unproven, prospective studies "
-                   "are needed.", "P", REJESKI),
-    Recommendation("R1L", "low", "G-CSF probably not necessary",
-                   "Low ICAHT risk: prophylactic G-CSF probably not necessary.", "G", ICAHT),
-    Recommendation("R2L", "low", "No antibacterial prophylaxis",
-                   "Low ICAHT risk: antibacterial prophylaxis not recommended.", "G", ICAHT),
-    Recommendation("R3L", "low", "Antibiotic-sparing / outpatient may be explored",
-                   "HT-low patients are a population in which antibiotic-sparing measures and outpatient "
-                   "CAR-T administration may be explored.", "P", REJESKI),
-    Recommendation("R6", "all", "HSV/VZV prophylaxis from LD",
-                   "All patients: valaciclovir 500 mg twice daily (or aciclovir 800 mg) from LD until 1 year "
-                   "after infusion and/or CD4+ >0.2 ×10⁹/L.", "G", ICAHT, "antiviral"),
-    Recommendation("R7", "all", "PJP prophylaxis",
-                   "All patients: trimethoprim-sulfamethoxazole for 12–18 months after infusion, at least "
-                   "until CD4 >200/µL. Start date per local protocol (myelosuppressive).", "G", ASH_SAP),
-    Recommendation("R8", "all", "Irradiated blood products",
-                   "Irradiated blood products from 7 days before leukapheresis until at least 90 days after "
-                   "infusion (fludarabine).", "G", ICAHT),
-    Recommendation("R9", "all", "Antifungal prophylaxis if prolonged neutropenia or steroids",
-                   "Reminder: fluconazole or posaconazole during severe prolonged neutropenia (ANC <0.5 "
-                   "×10⁹/L) or prolonged steroids, after infusion.", "G", ASH_SAP),
-    Recommendation("R10", "all", "IgG monitoring",
-                   "After infusion: check IgG (e.g. every 4 weeks); IVIG 400–500 mg/kg for IgG ≤400 mg/dL "
-                   "with infections.", "G", ASH_SAP),
-    Recommendation("R11", "all", "COVID-19 vaccination",
-                   "Encourage COVID-19 vaccination before and after CAR-T (series repeated ≥3 months after); "
-                   "severe COVID-19 occurs even if vaccinated.", "P", LEMOINE),
-    Recommendation("R13", "diabetes", "Diabetes: NRM risk factor",
-                   "Diabetes is an independent NRM risk factor (OR 4.4), strongest for infectious NRM "
-                   "(OR 8.1). Whether glycaemic control reduces it is unstudied; steroids for CRS/ICANS may "
-                   "worsen glycaemia (extrapolated).", "P", LEMOINE),
-    Recommendation("R14", "ferritin", "Elevated ferritin: NRM risk factor",
-                   "Elevated ferritin at LD is an independent NRM risk factor (OR 2.7). No management is "
-                   "recommended by the sources.", "P", LEMOINE),
+    Recommendation(
+        "R1",
+        "high",
+        "G-CSF from day +2",
+        "Consider prophylactic G-CSF from day +2 after infusion (filgrastim 5 µg/kg once daily): "
+        "reduces febrile neutropenia without more severe CRS or ICANS.",
+        "G",
+        ICAHT,
+        "gcsf",
+    ),
+    Recommendation(
+        "R2",
+        "high",
+        "Antibacterial prophylaxis once ANC <500/µL",
+        "A fluoroquinolone (levofloxacin or ciprofloxacin) may be considered once ANC <500/µL. "
+        "Caution with MDR colonisation or high local MDR Gram-negative prevalence.",
+        "G",
+        ICAHT,
+    ),
+    Recommendation(
+        "R3",
+        "high",
+        "Intensified monitoring",
+        "High HT score: intensified monitoring, anti-infective prophylaxis and early G-CSF likely benefit.",
+        "P",
+        REJESKI,
+        "monitoring",
+    ),
+    Recommendation(
+        "R4",
+        "high",
+        "Stem-cell boost awareness",
+        "Be aware a CD34+ stem-cell boost may be needed: check backup product availability.",
+        "P",
+        REJESKI,
+    ),
+    Recommendation(
+        "R5",
+        "high",
+        "Broad prophylaxis (mould-active azole + fluoroquinolone)",
+        "Broad early prophylaxis may reduce severe infections; unproven, prospective studies are needed.",
+        "P",
+        REJESKI,
+    ),
+    Recommendation(
+        "R1L",
+        "low",
+        "G-CSF probably not necessary",
+        "Low ICAHT risk: prophylactic G-CSF probably not necessary.",
+        "G",
+        ICAHT,
+    ),
+    Recommendation(
+        "R2L",
+        "low",
+        "No antibacterial prophylaxis",
+        "Low ICAHT risk: antibacterial prophylaxis not recommended.",
+        "G",
+        ICAHT,
+    ),
+    Recommendation(
+        "R3L",
+        "low",
+        "Antibiotic-sparing / outpatient may be explored",
+        "HT-low patients are a population in which antibiotic-sparing measures and outpatient "
+        "CAR-T administration may be explored.",
+        "P",
+        REJESKI,
+    ),
+    Recommendation(
+        "R6",
+        "all",
+        "HSV/VZV prophylaxis from LD",
+        "All patients: valaciclovir 500 mg twice daily (or aciclovir 800 mg) from LD until 1 year "
+        "after infusion and/or CD4+ >0.2 ×10⁹/L.",
+        "G",
+        ICAHT,
+        "antiviral",
+    ),
+    Recommendation(
+        "R7",
+        "all",
+        "PJP prophylaxis",
+        "All patients: trimethoprim-sulfamethoxazole for 12–18 months after infusion, at least "
+        "until CD4 >200/µL. Start date per local protocol (myelosuppressive).",
+        "G",
+        ASH_SAP,
+    ),
+    Recommendation(
+        "R8",
+        "all",
+        "Irradiated blood products",
+        "Irradiated blood products from 7 days before leukapheresis until at least 90 days after "
+        "infusion (fludarabine).",
+        "G",
+        ICAHT,
+    ),
+    Recommendation(
+        "R9",
+        "all",
+        "Antifungal prophylaxis if prolonged neutropenia or steroids",
+        "Reminder: fluconazole or posaconazole during severe prolonged neutropenia (ANC <0.5 "
+        "×10⁹/L) or prolonged steroids, after infusion.",
+        "G",
+        ASH_SAP,
+    ),
+    Recommendation(
+        "R10",
+        "all",
+        "IgG monitoring",
+        "After infusion: check IgG (e.g. every 4 weeks); IVIG 400–500 mg/kg for IgG ≤400 mg/dL with infections.",
+        "G",
+        ASH_SAP,
+    ),
+    Recommendation(
+        "R11",
+        "all",
+        "COVID-19 vaccination",
+        "Encourage COVID-19 vaccination before and after CAR-T (series repeated ≥3 months after); "
+        "severe COVID-19 occurs even if vaccinated.",
+        "P",
+        LEMOINE,
+    ),
+    Recommendation(
+        "R13",
+        "diabetes",
+        "Diabetes: NRM risk factor",
+        "Diabetes is an independent NRM risk factor (OR 4.4), strongest for infectious NRM "
+        "(OR 8.1). Whether glycaemic control reduces it is unstudied; steroids for CRS/ICANS may "
+        "worsen glycaemia (extrapolated).",
+        "P",
+        LEMOINE,
+    ),
+    Recommendation(
+        "R14",
+        "ferritin",
+        "Elevated ferritin: NRM risk factor",
+        "Elevated ferritin at LD is an independent NRM risk factor (OR 2.7). No management is "
+        "recommended by the sources.",
+        "P",
+        LEMOINE,
+    ),
 )
 BY_ID = {r.id: r for r in TABLE}
 
 
-def applicable(group: str, diabetes: bool | None, ferritin: bool | None, disabled: frozenset[str],
-               indeterminate_as_high: bool) -> tuple[list[Recommendation], list[Recommendation]]:
+def applicable(
+    group: str, diabetes: bool | None, ferritin: bool | None, disabled: frozenset[str], indeterminate_as_high: bool
+) -> tuple[list[Recommendation], list[Recommendation]]:
     """(items that apply, HT-high items pending the missing labs).
 
     HT-low never suppresses the items for all patients. An indeterminate group shows the HT-high

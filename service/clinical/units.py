@@ -7,18 +7,26 @@ small, closed and must be audited line by line, so it lives here as data.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from functools import lru_cache
-from typing import Mapping
 
 UCUM = "http://unitsofmeasure.org"
 
 CANONICAL: dict[str, str] = {
-    "anc": "10*9/L", "wbc": "10*9/L", "platelets": "10*9/L",
-    "seg_abs": "10*9/L", "band_abs": "10*9/L",
-    "neut_pct": "%", "seg_pct": "%", "band_pct": "%",
-    "hemoglobin": "g/dL", "crp": "mg/dL", "ferritin": "ng/mL",
-    "ldh": "U/L", "creatinine": "mg/dL",
+    "anc": "10*9/L",
+    "wbc": "10*9/L",
+    "platelets": "10*9/L",
+    "seg_abs": "10*9/L",
+    "band_abs": "10*9/L",
+    "neut_pct": "%",
+    "seg_pct": "%",
+    "band_pct": "%",
+    "hemoglobin": "g/dL",
+    "crp": "mg/dL",
+    "ferritin": "ng/mL",
+    "ldh": "U/L",
+    "creatinine": "mg/dL",
 }
 
 _ONE = Decimal(1)
@@ -27,11 +35,17 @@ _PER_THOUSAND = Decimal("0.001")
 # Factor into the canonical unit, per unit family. `None` = the unit is known but must not be
 # used (a mis-mapped code, or a molar factor that is UNVERIFIED unless a site configures it).
 _COUNT = {
-    "10*9/L": _ONE, "10*3/uL": _ONE, "/nL": _ONE, "10*3/mm3": _ONE,
-    "/uL": _PER_THOUSAND, "/mm3": _PER_THOUSAND, "{cells}/uL": _PER_THOUSAND,
+    "10*9/L": _ONE,
+    "10*3/uL": _ONE,
+    "/nL": _ONE,
+    "10*3/mm3": _ONE,
+    "/uL": _PER_THOUSAND,
+    "/mm3": _PER_THOUSAND,
+    "{cells}/uL": _PER_THOUSAND,
     "10*6/L": _PER_THOUSAND,
     # RBC-scale units on a leukocyte/platelet code: the code or the unit is wrong.
-    "10*6/uL": None, "10*12/L": None,
+    "10*6/uL": None,
+    "10*12/L": None,
 }
 _PERCENT = {"%": _ONE}
 # An entry is a multiplier, or (numerator, denominator) where the factor is a division.
@@ -40,7 +54,10 @@ _FAMILIES: dict[str, Mapping[str, Factor | None]] = {
     "count": _COUNT,
     "percent": _PERCENT,
     "hemoglobin": {
-        "g/dL": _ONE, "g/100mL": _ONE, "g/L": Decimal("0.1"), "mg/dL": _PER_THOUSAND,
+        "g/dL": _ONE,
+        "g/100mL": _ONE,
+        "g/L": Decimal("0.1"),
+        "mg/dL": _PER_THOUSAND,
         # Hb monomer (Fe basis): 1 mmol/L = 1.611 g/dL (spec §6.1, cases T7/T8).
         "mmol/L": Decimal("1.611"),
     },
@@ -49,28 +66,50 @@ _FAMILIES: dict[str, Mapping[str, Factor | None]] = {
     # 1 U = 1 umol/min = 1/60 ukat, so 1 nkat/L = 0.06 U/L exactly (the spec's ÷16.667 rounded).
     "ldh": {"U/L": _ONE, "[IU]/L": _ONE, "ukat/L": Decimal(60), "nkat/L": Decimal("0.06")},
     "creatinine": {
-        "mg/dL": _ONE, "mg/L": Decimal("0.1"),
+        "mg/dL": _ONE,
+        "mg/L": Decimal("0.1"),
         # Divide, not multiply by a rounded reciprocal: 88.4 umol/L must be exactly 1 mg/dL.
-        "umol/L": (_ONE, Decimal("88.4")), "mmol/L": (Decimal(1000), Decimal("88.4")),
+        "umol/L": (_ONE, Decimal("88.4")),
+        "mmol/L": (Decimal(1000), Decimal("88.4")),
     },
 }
 _FAMILY_OF = {
-    "anc": "count", "wbc": "count", "platelets": "count", "seg_abs": "count", "band_abs": "count",
-    "neut_pct": "percent", "seg_pct": "percent", "band_pct": "percent",
-    "hemoglobin": "hemoglobin", "crp": "crp", "ferritin": "ferritin",
-    "ldh": "ldh", "creatinine": "creatinine",
+    "anc": "count",
+    "wbc": "count",
+    "platelets": "count",
+    "seg_abs": "count",
+    "band_abs": "count",
+    "neut_pct": "percent",
+    "seg_pct": "percent",
+    "band_pct": "percent",
+    "hemoglobin": "hemoglobin",
+    "crp": "crp",
+    "ferritin": "ferritin",
+    "ldh": "ldh",
+    "creatinine": "creatinine",
 }
 
 # Lab-feed strings that are not UCUM (spec §6.3). Looked up before UCUM so that "G/L" (giga per
 # litre in lab speak, gauss per litre in UCUM) can never take the UCUM meaning.
 _ALIASES = {
-    "k/ul": "10*3/uL", "x10e3/ul": "10*3/uL", "10^3/ul": "10*3/uL", "thou/ul": "10*3/uL",
-    "10³/ul": "10*3/uL", "10*3/ul": "10*3/uL", "x10^3/ul": "10*3/uL",
-    "x10e9/l": "10*9/L", "10^9/l": "10*9/L", "gpt/l": "10*9/L",
-    "/nl": "10*9/L", "x10^9/l": "10*9/L",
-    "cells/ul": "/uL", "/ul": "/uL", "/cmm": "/uL",
+    "k/ul": "10*3/uL",
+    "x10e3/ul": "10*3/uL",
+    "10^3/ul": "10*3/uL",
+    "thou/ul": "10*3/uL",
+    "10³/ul": "10*3/uL",
+    "10*3/ul": "10*3/uL",
+    "x10^3/ul": "10*3/uL",
+    "x10e9/l": "10*9/L",
+    "10^9/l": "10*9/L",
+    "gpt/l": "10*9/L",
+    "/nl": "10*9/L",
+    "x10^9/l": "10*9/L",
+    "cells/ul": "/uL",
+    "/ul": "/uL",
+    "/cmm": "/uL",
     "iu/l": "U/L",
-    "ug/l": "ug/L", "mcg/l": "ug/L",
+    "ug/l": "ug/L",
+    "mcg/l": "ug/L",
     "g/dl": "g/dL",
 }
 # Every canonical spelling, reachable case-insensitively: no two units in these tables differ
@@ -118,8 +157,9 @@ def factor(analyte: str, unit: str, configured: Mapping[str, Decimal] | None = N
     return f
 
 
-def to_canonical(analyte: str, value: Decimal, unit_text: str | None,
-                 configured: Mapping[str, Decimal] | None = None) -> Decimal:
+def to_canonical(
+    analyte: str, value: Decimal, unit_text: str | None, configured: Mapping[str, Decimal] | None = None
+) -> Decimal:
     unit = normalise_unit(unit_text, analyte)
     f = factor(analyte, unit, configured)
     if isinstance(f, tuple):

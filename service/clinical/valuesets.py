@@ -7,11 +7,11 @@ configuration (``extra_loinc``, ``extra_ld_rxnorm``) instead of editing it.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from types import MappingProxyType
-from typing import Mapping
 
 LOINC = "http://loinc.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -74,8 +74,9 @@ def _raw() -> dict:
 
 
 @lru_cache(maxsize=8)
-def _build(extra_loinc: tuple[tuple[str, tuple[str, ...]], ...],
-           extra_rx: tuple[tuple[str, tuple[str, ...]], ...]) -> ValueSets:
+def _build(
+    extra_loinc: tuple[tuple[str, tuple[str, ...]], ...], extra_rx: tuple[tuple[str, tuple[str, ...]], ...]
+) -> ValueSets:
     raw = _raw()
     groups = {name: list(g["codes"]) for name, g in raw["loinc"].items()}
     excluded = {c for codes in raw["loinc_excluded"].values() for c in codes}
@@ -92,9 +93,7 @@ def _build(extra_loinc: tuple[tuple[str, tuple[str, ...]], ...],
         analyte, tier = _GROUP_ROLE[name]
         for code in codes:
             lab_codes.setdefault(code, LabCode(analyte, tier))
-    prefetch_codes = {
-        key: tuple(c for g in members for c in groups[g]) for key, members in PREFETCH_GROUPS.items()
-    }
+    prefetch_codes = {key: tuple(c for g in members for c in groups[g]) for key, members in PREFETCH_GROUPS.items()}
 
     drugs = {name: dict(d) for name, d in raw["ld_drugs"].items()}
     for name, codes in extra_rx:
@@ -111,16 +110,15 @@ def _build(extra_loinc: tuple[tuple[str, tuple[str, ...]], ...],
         prefetch_codes=MappingProxyType(prefetch_codes),
         ld_rxnorm=MappingProxyType(ld_rxnorm),
         ld_names=MappingProxyType(ld_names),
-        product_rxnorm=MappingProxyType(
-            {c: name for name, p in products.items() for c in p["rxnorm"]}),
-        product_names=MappingProxyType(
-            {n.lower(): name for name, p in products.items() for n in p["names"]}),
+        product_rxnorm=MappingProxyType({c: name for name, p in products.items() for c in p["rxnorm"]}),
+        product_names=MappingProxyType({n.lower(): name for name, p in products.items() for n in p["names"]}),
         validated_products=frozenset(n for n, p in products.items() if p["validated"]),
     )
 
 
-def value_sets(extra_loinc: Mapping[str, list[str]] | None = None,
-               extra_ld_rxnorm: Mapping[str, list[str]] | None = None) -> ValueSets:
+def value_sets(
+    extra_loinc: Mapping[str, list[str]] | None = None, extra_ld_rxnorm: Mapping[str, list[str]] | None = None
+) -> ValueSets:
     def freeze(m: Mapping[str, list[str]] | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
         return tuple(sorted((k, tuple(v)) for k, v in (m or {}).items()))
 

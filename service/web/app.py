@@ -40,20 +40,23 @@ SERVICE_DESCRIPTION = (
 def build_registry(clinic: Clinic) -> Registry:
     reg = Registry()
     for hook in ("order-select", "order-sign"):
-        reg.register(ServiceDefinition(
-            id=f"hematotox-{hook}",
-            hook=hook,
-            title=f"CAR-HEMATOTOX before CAR-T lymphodepletion ({hook})",
-            description=SERVICE_DESCRIPTION,
-            prefetch=dict(clinic.templates),
-            handler=None,
-        ))
+        reg.register(
+            ServiceDefinition(
+                id=f"hematotox-{hook}",
+                hook=hook,
+                title=f"CAR-HEMATOTOX before CAR-T lymphodepletion ({hook})",
+                description=SERVICE_DESCRIPTION,
+                prefetch=dict(clinic.templates),
+                handler=None,
+            )
+        )
     return reg
 
 
 def json_response(body: bytes | dict[str, object], status: int = 200) -> Response:
-    return Response(json_bytes(body), status_code=status, media_type="application/json",
-                    headers={"Cache-Control": "no-store"})
+    return Response(
+        json_bytes(body), status_code=status, media_type="application/json", headers={"Cache-Control": "no-store"}
+    )
 
 
 def outcome_response(status: int, diagnostics: str, code: str = "processing") -> Response:
@@ -70,7 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         f = settings.fhir
         app.state.fhir = FhirClient(
             timeout=httpx.Timeout(f.deadline_seconds, connect=f.connect_timeout_seconds),
-            limits=httpx.Limits(max_connections=f.max_connections, max_keepalive_connections=f.max_connections))
+            limits=httpx.Limits(max_connections=f.max_connections, max_keepalive_connections=f.max_connections),
+        )
         app.state.pipeline = OrderHookPipeline(clinic, f, app.state.fhir, app.state.fhir_allowlist, app.state.reuse)
         try:
             yield

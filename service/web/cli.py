@@ -29,12 +29,19 @@ def main(argv: list[str] | None = None) -> int:
     if settings.service.development_mode:
         logging.getLogger("hematotox").warning(
             "DEVELOPMENT MODE: hooks are answered without a trusted EHR and http FHIR servers are "
-            "allowed. Never run this in production.")
+            "allowed. Never run this in production."
+        )
     from service.web.metrics import prepare_multiprocess
 
     prepare_multiprocess(args.workers)  # N > 1 workers: metrics summed over all of them
-    uvicorn.run("service.web.cli:create_served_app", factory=True, host=args.host, port=args.port,
-                workers=args.workers, **SERVER_OPTIONS)
+    uvicorn.run(
+        "service.web.cli:create_served_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        **SERVER_OPTIONS,
+    )
     return 0
 
 
@@ -55,8 +62,13 @@ def create_served_app():
 # uvicorn settings of the service (bench/bare_app.py runs its baseline with the same ones): uvloop and
 # httptools (from uvicorn[standard]) named explicitly, so a missing one fails at start instead of
 # silently falling back to the slower pure-Python loop and parser.
-SERVER_OPTIONS = {"loop": "uvloop", "http": "httptools", "log_config": None, "access_log": False,
-                  "timeout_graceful_shutdown": 20}
+SERVER_OPTIONS = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "log_config": None,
+    "access_log": False,
+    "timeout_graceful_shutdown": 20,
+}
 
 
 if __name__ == "__main__":

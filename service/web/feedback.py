@@ -37,8 +37,9 @@ def feedback_router(settings: Settings) -> APIRouter:
         except (SQLAlchemyError, OSError) as exc:
             # Hooks must keep working without the feedback database: feedback answers 503 (the client
             # retries) and the schema is created on the next feedback call.
-            log.error("feedback store unavailable", extra={"event": {
-                "store": store.description, "error": type(exc).__name__}})
+            log.error(
+                "feedback store unavailable", extra={"event": {"store": store.description, "error": type(exc).__name__}}
+            )
         try:
             yield
         finally:
@@ -49,8 +50,12 @@ def feedback_router(settings: Settings) -> APIRouter:
     @router.post(
         "/cds-services/{service_id}/feedback",
         openapi_extra=json_request_body(FEEDBACK_REQUEST_SCHEMA, description="CDS Hooks feedback"),
-        responses={200: {"description": "stored (or stored before)"}, 400: {"description": "OperationOutcome"},
-                   404: {"description": "OperationOutcome"}, 503: {"description": "OperationOutcome"}},
+        responses={
+            200: {"description": "stored (or stored before)"},
+            400: {"description": "OperationOutcome"},
+            404: {"description": "OperationOutcome"},
+            503: {"description": "OperationOutcome"},
+        },
     )
     async def feedback(service_id: str, request: Request) -> Response:
         registry = request.app.state.registry
@@ -65,8 +70,17 @@ def feedback_router(settings: Settings) -> APIRouter:
             log.error("feedback not stored", extra={"event": {"service": service_id, "error": type(exc).__name__}})
             raise CDSHookError(503, "transient", "feedback could not be stored now; send it again later") from None
         # Counts only: card ids, suggestions and comments stay in the database.
-        log.info("feedback", extra={"event": {"service": service_id, "items": result.received,
-                                              "stored": result.stored, "duplicates": result.duplicates}})
+        log.info(
+            "feedback",
+            extra={
+                "event": {
+                    "service": service_id,
+                    "items": result.received,
+                    "stored": result.stored,
+                    "duplicates": result.duplicates,
+                }
+            },
+        )
         return Response(status_code=200, headers={"Cache-Control": "no-store"})
 
     return router

@@ -23,7 +23,7 @@ import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -101,7 +101,11 @@ def natural_key(service_id: str, item: FeedbackItem) -> str:
     reason = item.overrideReason
     coding = reason.reason if reason is not None else None
     parts = [
-        service_id, item.card, item.outcome, _timestamp(item.outcomeTimestamp), accepted,
+        service_id,
+        item.card,
+        item.outcome,
+        _timestamp(item.outcomeTimestamp),
+        accepted,
         [coding.system, coding.code] if coding is not None else None,
         reason.userComment if reason is not None else None,
     ]
@@ -109,7 +113,7 @@ def natural_key(service_id: str, item: FeedbackItem) -> str:
 
 
 def _timestamp(value: datetime) -> str:
-    return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 class FeedbackStore:
@@ -159,20 +163,23 @@ class FeedbackStore:
         """Store every item not stored before, in one transaction; committed when this returns."""
         if not self._schema_ready:
             await self.create_schema()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         rows: dict[str, dict] = {}
         for item in items:
             key = natural_key(service_id, item)
-            rows.setdefault(key, {
-                "natural_key": key,
-                "service_id": service_id,
-                "card": item.card,
-                "outcome": item.outcome,
-                "outcome_timestamp": _timestamp(item.outcomeTimestamp),
-                "item": orjson.dumps(item.model_dump(mode="json", exclude_none=True)).decode(),
-                "client": client,
-                "received_at": now,
-            })
+            rows.setdefault(
+                key,
+                {
+                    "natural_key": key,
+                    "service_id": service_id,
+                    "card": item.card,
+                    "outcome": item.outcome,
+                    "outcome_timestamp": _timestamp(item.outcomeTimestamp),
+                    "item": orjson.dumps(item.model_dump(mode="json", exclude_none=True)).decode(),
+                    "client": client,
+                    "received_at": now,
+                },
+            )
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         statement = (
             insert(feedback_table)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 
@@ -16,7 +16,7 @@ import orjson
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -52,5 +52,4 @@ def configure_logging(level: str = "info") -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-QUIET_LIBRARIES = ("httpx", "httpcore", "hpack", "aiosqlite", "asyncpg", "sqlalchemy", "multipart",
-                   "python_multipart")
+QUIET_LIBRARIES = ("httpx", "httpcore", "hpack", "aiosqlite", "asyncpg", "sqlalchemy", "multipart", "python_multipart")

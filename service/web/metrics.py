@@ -96,6 +96,7 @@ def label(value: object, default: str = "unknown") -> str:
 
 # ---- what the rest of the service calls -------------------------------------------------------
 
+
 def observe_hook(service: str, hook: str, seconds: float, status: int | str = 200) -> None:
     """One answered hook call: its service id, hook name, HTTP status and duration."""
     HOOK_DURATION.labels(label(service), label(hook), label(status)).observe(max(0.0, seconds))
@@ -154,6 +155,7 @@ def count_jwt_rejection(reason: str) -> None:
 
 
 # ---- exposition -------------------------------------------------------------------------------
+
 
 def multiprocess_enabled() -> bool:
     return bool(os.environ.get(MULTIPROC_ENV))

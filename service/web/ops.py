@@ -36,8 +36,9 @@ READY_TIMEOUT_S = 2.0
 
 
 def _json(body: dict, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
-                    headers={"Cache-Control": "no-store"})
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers={"Cache-Control": "no-store"}
+    )
 
 
 @router.get("/healthz")
@@ -48,8 +49,10 @@ async def healthz() -> Response:
 @router.get("/readyz")
 async def readyz(request: Request) -> Response:
     state = request.app.state
-    checks = {"config": "ok" if getattr(state, "settings", None) is not None else "fail",
-              "database": await _database(state)}
+    checks = {
+        "config": "ok" if getattr(state, "settings", None) is not None else "fail",
+        "database": await _database(state),
+    }
     ready = all(v in ("ok", "not configured") for v in checks.values())
     return _json({"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503)
 
@@ -61,7 +64,7 @@ async def _database(state: object) -> str:
         return "not configured"
     try:
         result = await asyncio.wait_for(_ping(store), READY_TIMEOUT_S)
-    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; the type says which
+    except Exception as exc:
         log.warning("readiness: database ping failed", extra={"event": {"error": type(exc).__name__}})
         return f"fail: {type(exc).__name__}"
     if result is None:

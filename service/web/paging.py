@@ -12,6 +12,7 @@ page cap applies, which fails the key rather than truncating it).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, tzinfo
 
@@ -38,11 +39,12 @@ def sort_date(resource: dict, tz: tzinfo) -> datetime | None:
 
 
 def _newest_first(dates: list[datetime]) -> bool:
-    return all(a >= b for a, b in zip(dates, dates[1:]))
+    return all(a >= b for a, b in itertools.pairwise(dates))
 
 
-def lookback_stop(t0: datetime, rules: LabRules, patient_id: str, lab_keys: Iterable[str],
-                  ecog_key: str | None = "ecog") -> StopPaging:
+def lookback_stop(
+    t0: datetime, rules: LabRules, patient_id: str, lab_keys: Iterable[str], ecog_key: str | None = "ecog"
+) -> StopPaging:
     """stop(key, resources) for one hook: lab keys end past T0 − lookback, ECOG once it has a value."""
     try:
         cutoff: datetime | None = t0 - timedelta(days=rules.lookback_days + MARGIN_DAYS)

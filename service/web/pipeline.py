@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -68,7 +68,7 @@ class OrderHookPipeline:
         trace = _Trace(time.perf_counter())
         req = _parse(service, body)
         ctx = order_context(req)
-        trigger = trigger_for(ctx, self.clinic, datetime.now(timezone.utc))
+        trigger = trigger_for(ctx, self.clinic, datetime.now(UTC))
         t = trace.lap("parse", trace.started)
         if trigger is None:
             return self._done(req, service, trace, HookAnswer(200, EMPTY), 0)
@@ -76,7 +76,8 @@ class OrderHookPipeline:
         templates = self.clinic.templates
         # SSRF guard: a server that is not allowed is never contacted.
         refusal, fhir_server = fhir_server_refusal(
-            self.allowlist, req.fhirServer, lacking(templates, req.prefetch), set(HT_KEYS))
+            self.allowlist, req.fhirServer, lacking(templates, req.prefetch), set(HT_KEYS)
+        )
         if refusal:
             return self._done(req, service, trace, HookAnswer(412, refusal), 0)
 
@@ -87,11 +88,18 @@ class OrderHookPipeline:
         f = self.fhir_settings
         try:
             resolved = await resolve(
-                templates, req.context, req.prefetch, self.fhir, fhir_server,
+                templates,
+                req.context,
+                req.prefetch,
+                self.fhir,
+                fhir_server,
                 req.fhirAuthorization.access_token.get_secret_value() if req.fhirAuthorization else None,
-                time.monotonic() + f.deadline_seconds, required=set(HT_KEYS), max_pages=f.max_pages,
+                time.monotonic() + f.deadline_seconds,
+                required=set(HT_KEYS),
+                max_pages=f.max_pages,
                 reuse=reused,
-                stop_paging=lookback_stop(trigger.t0, self.clinic.rules, ctx.patient_id, EARLY_STOP_KEYS))
+                stop_paging=lookback_stop(trigger.t0, self.clinic.rules, ctx.patient_id, EARLY_STOP_KEYS),
+            )
         except PrefetchUnavailable as exc:
             trace.lap("fetch", t)
             metrics.count_fhir_fetches(exc.meta)
@@ -110,13 +118,24 @@ class OrderHookPipeline:
         trace.fetch = _fetch_summary(cache, resolved.meta)
         return self._done(req, service, trace, HookAnswer(200, answer), len(cards))
 
-    def _done(self, req: HookRequest, service: ServiceDefinition, trace: _Trace, answer: HookAnswer,
-              n_cards: int) -> HookAnswer:
+    def _done(
+        self, req: HookRequest, service: ServiceDefinition, trace: _Trace, answer: HookAnswer, n_cards: int
+    ) -> HookAnswer:
         # One line per hook, keyed by hookInstance; no token, no patient id, no values.
-        log.info("hook", extra={"event": {
-            "hookInstance": req.hookInstance, "service": service.id, "hook": req.hook, "status": answer.status,
-            "cards": n_cards, "ms": {k: round(v * 1000, 2) for k, v in trace.timings.items()},
-            **(trace.fetch or {})}})
+        log.info(
+            "hook",
+            extra={
+                "event": {
+                    "hookInstance": req.hookInstance,
+                    "service": service.id,
+                    "hook": req.hook,
+                    "status": answer.status,
+                    "cards": n_cards,
+                    "ms": {k: round(v * 1000, 2) for k, v in trace.timings.items()},
+                    **(trace.fetch or {}),
+                }
+            },
+        )
         metrics.observe_hook(service.id, req.hook, sum(trace.timings.values()), answer.status)
         return answer
 
@@ -124,18 +143,28 @@ class OrderHookPipeline:
 def _parse(service: ServiceDefinition, body: bytes) -> HookRequest:
     req = parse_body(body, HookRequest, "hook request")
     if req.hook != service.hook:
-        raise CDSHookError(400, "invalid", f"service '{service.id}' answers hook '{service.hook}', "
-                                          f"not '{req.hook}'", expression=["hook"])
+        raise CDSHookError(
+            400,
+            "invalid",
+            f"service '{service.id}' answers hook '{service.hook}', not '{req.hook}'",
+            expression=["hook"],
+        )
     return req
 
 
 def _fetch_summary(cache: str, meta: dict[str, KeyMeta]) -> dict[str, Any]:
     """Counts only (no keys' contents): the reuse cache, and what the FHIR fallback did."""
     fetched = [m for m in meta.values() if m.source == "fhir"]
-    return {"cache": cache, "fhir": {
-        "keysFetched": len(fetched), "keysFailed": sum(m.failure is not None for m in fetched),
-        "keysReused": sum(m.source == "reused" for m in meta.values()),
-        "pages": sum(m.pages for m in fetched), "stoppedEarly": sum(m.stopped for m in fetched)}}
+    return {
+        "cache": cache,
+        "fhir": {
+            "keysFetched": len(fetched),
+            "keysFailed": sum(m.failure is not None for m in fetched),
+            "keysReused": sum(m.source == "reused" for m in meta.values()),
+            "pages": sum(m.pages for m in fetched),
+            "stoppedEarly": sum(m.stopped for m in fetched),
+        },
+    }
 
 
 def json_bytes(body: bytes | dict[str, Any]) -> bytes:

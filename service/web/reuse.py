@@ -52,7 +52,8 @@ def issuer_of(state: object) -> str:
 def ld_orders_fingerprint(ctx: OrderContext, vs: ValueSets) -> str:
     """A digest of the draft's LD orders: type/id, medication and planned start of each."""
     items = sorted(
-        _order_item(order) for order in ctx.draft_orders
+        _order_item(order)
+        for order in ctx.draft_orders
         if ld_drug(order, ctx.patient_id, ctx.draft_orders, vs) is not None
     )
     return hashlib.sha256(b"\n".join(items)).hexdigest()
@@ -68,10 +69,19 @@ def _order_item(order: dict) -> bytes:
         repeat = timing.get("repeat") if isinstance(timing.get("repeat"), dict) else {}
         bounds = repeat.get("boundsPeriod") if isinstance(repeat.get("boundsPeriod"), dict) else {}
         starts.append([bounds.get("start"), timing.get("event")])
-    contained = [m.get("code") for m in _list(order.get("contained"))
-                 if isinstance(m, dict) and m.get("resourceType") == "Medication"]
-    item = [order.get("resourceType"), order.get("id"), order.get("medicationCodeableConcept"),
-            order.get("medicationReference"), contained, starts]
+    contained = [
+        m.get("code")
+        for m in _list(order.get("contained"))
+        if isinstance(m, dict) and m.get("resourceType") == "Medication"
+    ]
+    item = [
+        order.get("resourceType"),
+        order.get("id"),
+        order.get("medicationCodeableConcept"),
+        order.get("medicationReference"),
+        contained,
+        starts,
+    ]
     try:
         return orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:
@@ -84,8 +94,7 @@ def _list(value: object) -> list:
 
 
 def reuse_key(issuer: str, fhir_server: str | None, ctx: OrderContext, vs: ValueSets) -> ReuseKey:
-    return (issuer, (fhir_server or "").rstrip("/"), ctx.user_id or "", ctx.patient_id,
-            ld_orders_fingerprint(ctx, vs))
+    return (issuer, (fhir_server or "").rstrip("/"), ctx.user_id or "", ctx.patient_id, ld_orders_fingerprint(ctx, vs))
 
 
 def reusable_keys(meta: Mapping[str, object], risk_card: object) -> set[str]:
@@ -130,8 +139,9 @@ class ReuseCache:
         self._entries[key] = entry
         return True
 
-    def before_resolve(self, hook: str, key: ReuseKey, lacking: set[str]) -> tuple[dict[str, list[dict]] | None,
-                                                                                   CacheState]:
+    def before_resolve(
+        self, hook: str, key: ReuseKey, lacking: set[str]
+    ) -> tuple[dict[str, list[dict]] | None, CacheState]:
         """(reusable data, cache state) for a hook: looked up at order-sign when the prefetch lacks keys."""
         if hook != READ_AT or not lacking or not self.enabled:
             return None, "skip"
@@ -140,8 +150,9 @@ class ReuseCache:
             return None, "miss"
         return {k: v for k, v in data.items() if k in lacking}, "hit"
 
-    def after_resolve(self, hook: str, key: ReuseKey, resolved: Mapping[str, Sequence[dict]],
-                      fetched: set[str]) -> None:
+    def after_resolve(
+        self, hook: str, key: ReuseKey, resolved: Mapping[str, Sequence[dict]], fetched: set[str]
+    ) -> None:
         """Keep what an order-select had to fetch from the FHIR server (failed keys are absent).
 
         Keys the client prefetched are not kept: the client sends them again at order-sign, and

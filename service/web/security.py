@@ -47,12 +47,18 @@ def build_verifier(settings: Settings) -> JwtVerifier | None:
         return None
     a = settings.auth
     config = VerifierConfig(
-        leeway_seconds=a.leeway_seconds, max_token_lifetime_seconds=a.max_token_lifetime_seconds,
-        jti_cache_size=a.jti_cache_size, jwks_cache_seconds=a.jwks_cache_seconds,
-        min_refresh_seconds=a.jwks_min_refresh_seconds, fetch_timeout_seconds=a.jwks_fetch_timeout_seconds,
-        jwks_max_bytes=a.jwks_max_bytes, allow_http_jwks=settings.service.development_mode)
-    issuers = [TrustedIssuer(c.issuer, c.jwks_file, c.jwks_url, tuple(c.jku_allowlist))
-               for c in settings.trusted_clients]
+        leeway_seconds=a.leeway_seconds,
+        max_token_lifetime_seconds=a.max_token_lifetime_seconds,
+        jti_cache_size=a.jti_cache_size,
+        jwks_cache_seconds=a.jwks_cache_seconds,
+        min_refresh_seconds=a.jwks_min_refresh_seconds,
+        fetch_timeout_seconds=a.jwks_fetch_timeout_seconds,
+        jwks_max_bytes=a.jwks_max_bytes,
+        allow_http_jwks=settings.service.development_mode,
+    )
+    issuers = [
+        TrustedIssuer(c.issuer, c.jwks_file, c.jwks_url, tuple(c.jku_allowlist)) for c in settings.trusted_clients
+    ]
     return JwtVerifier(issuers, config)
 
 
@@ -71,21 +77,30 @@ def install_security(app: FastAPI, settings: Settings) -> None:
     app.state.fhir_allowlist = build_fhir_allowlist(settings)
     s = settings.service
     if s.development_mode:
-        log.warning("DEVELOPMENT MODE: calls without a JWT are answered and http FHIR servers are allowed. "
-                    "Never run this in production.")
+        log.warning(
+            "DEVELOPMENT MODE: calls without a JWT are answered and http FHIR servers are allowed. "
+            "Never run this in production."
+        )
     elif verifier is None:
         log.warning("no [[trusted_clients]] configured: every call under /cds-services is refused (401)")
 
     # Starlette wraps in reverse order of addition: the last added is the outermost.
-    app.add_middleware(ClientAuthMiddleware, verifier=verifier, public_base_url=s.public_base_url,
-                       development_mode=s.development_mode)
+    app.add_middleware(
+        ClientAuthMiddleware, verifier=verifier, public_base_url=s.public_base_url, development_mode=s.development_mode
+    )
     app.add_middleware(BodyLimitMiddleware, max_bytes=s.max_body_bytes)
-    app.add_middleware(CORSMiddleware, allow_origins=list(s.cors_origins), allow_credentials=False,
-                       allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"],
-                       max_age=600)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(s.cors_origins),
+        allow_credentials=False,
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=600,
+    )
     app.add_middleware(SecurityHeadersMiddleware, hsts=s.public_base_url.lower().startswith("https://"))
 
     if verifier is not None:
+
         @asynccontextmanager
         async def lifespan(_app):
             try:
@@ -103,8 +118,10 @@ def _json(status: int, body: dict | None, extra: list[tuple[bytes, bytes]] = ())
     if body is not None:
         headers.append((b"content-type", b"application/json"))
     headers.extend(extra)
-    return ({"type": "http.response.start", "status": status, "headers": headers},
-            {"type": "http.response.body", "body": content})
+    return (
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": content},
+    )
 
 
 async def _send_all(send: Send, messages: tuple[Message, Message]) -> None:
@@ -116,7 +133,7 @@ def _relative_path(scope: Scope) -> str:
     path = scope.get("path", "")
     root = scope.get("root_path", "")
     if root and path.startswith(root):
-        path = path[len(root):]
+        path = path[len(root) :]
     return path
 
 
@@ -126,8 +143,9 @@ def is_protected(path: str) -> bool:
 
 # --------------------------------------------------------------------------- client auth
 class ClientAuthMiddleware:
-    def __init__(self, app: ASGIApp, *, verifier: JwtVerifier | None, public_base_url: str,
-                 development_mode: bool) -> None:
+    def __init__(
+        self, app: ASGIApp, *, verifier: JwtVerifier | None, public_base_url: str, development_mode: bool
+    ) -> None:
         self.app = app
         self.verifier = verifier
         self.base = public_base_url.rstrip("/")
@@ -156,7 +174,7 @@ class ClientAuthMiddleware:
         except AuthError as exc:
             await self._refuse(send, path, exc.reason)
             return
-        except Exception as exc:  # noqa: BLE001 - a bug or a library surprise is still a refusal, never a 500
+        except Exception as exc:
             log.warning("token verification failed unexpectedly", extra={"event": {"error": type(exc).__name__}})
             await self._refuse(send, path, "error")
             return

@@ -40,8 +40,15 @@ class ServiceSection(BaseModel):
     def _explicit_origins(cls, origins: list[str]) -> list[str]:
         for origin in origins:
             parts = urlsplit(origin)
-            if origin == "*" or parts.scheme not in ("http", "https") or not parts.netloc \
-                    or parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+            if (
+                origin == "*"
+                or parts.scheme not in ("http", "https")
+                or not parts.netloc
+                or parts.path not in ("", "/")
+                or parts.query
+                or parts.fragment
+                or "@" in parts.netloc
+            ):
                 raise ValueError(f"cors_origins: {origin!r} is not an origin like https://host[:port]")
         return [o.rstrip("/") for o in origins]
 
@@ -154,9 +161,7 @@ class CacheSection(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="HEMATOTOX_", env_nested_delimiter="__", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="HEMATOTOX_", env_nested_delimiter="__", extra="ignore")
 
     service: ServiceSection = Field(default_factory=ServiceSection)
     trusted_clients: list[TrustedClient] = Field(default_factory=list)

@@ -25,8 +25,15 @@ def clinic_from_settings(s: Settings) -> Clinic:
     )
     r = s.recommendations
     drugs = {**DEFAULT_DRUGS, **{k: Drug(d.rxnorm, d.display, d.dose) for k, d in r.drugs.items()}}
-    return Clinic(vs, rules, prefetch_templates(vs),
-                  ferritin_uln=None if c.ferritin_uln_ng_ml is None else Decimal(str(c.ferritin_uln_ng_ml)),
-                  disabled=frozenset(r.disabled), indeterminate_as_high=r.treat_indeterminate_as_high,
-                  drugs=drugs, monitoring=r.monitoring_schedule, m_easix_crp_mg_per_l=r.m_easix_crp_mg_per_l,
-                  extra_diabetes_snomed=frozenset(c.extra_diabetes_snomed))
+    return Clinic(
+        vs,
+        rules,
+        prefetch_templates(vs),
+        ferritin_uln=None if c.ferritin_uln_ng_ml is None else Decimal(str(c.ferritin_uln_ng_ml)),
+        disabled=frozenset(r.disabled),
+        indeterminate_as_high=r.treat_indeterminate_as_high,
+        drugs=drugs,
+        monitoring=r.monitoring_schedule,
+        m_easix_crp_mg_per_l=r.m_easix_crp_mg_per_l,
+        extra_diabetes_snomed=frozenset(c.extra_diabetes_snomed),
+    )
