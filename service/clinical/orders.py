@@ -6,15 +6,14 @@ or text-only medications, contained Medications. Only the fields used here are c
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, tzinfo
 from typing import Literal
 
 from service.clinical.fhirjson import as_dict, as_list, dicts
 from service.clinical.labs import parse_fhir_datetime
-from service.clinical.valuesets import RXNORM, ValueSets
+from service.clinical.medications import belongs_to, match_drug, medication_concepts, resource_ref
+from service.clinical.valuesets import ValueSets
 
 ORDER_TYPES = frozenset({"MedicationRequest", "MedicationOrder"})
 DEAD_STATUS = frozenset({"entered-in-error", "cancelled", "stopped", "revoked", "completed"})
@@ -42,70 +41,6 @@ class Trigger:
     t0_date_only: bool
 
 
-def _ref(resource: dict) -> str | None:
-    rid = resource.get("id")
-    rtype = resource.get("resourceType")
-    return f"{rtype}/{rid}" if isinstance(rid, str) and isinstance(rtype, str) else None
-
-
-def _belongs_to(order: dict, patient_id: str) -> bool:
-    holder = order.get("subject") or order.get("patient")  # R4 subject, DSTU2 patient
-    if holder is None:
-        # Draft orders in a hook are in this patient's chart; a missing subject is sloppy, not foreign.
-        return True
-    ref = holder.get("reference") if isinstance(holder, dict) else None
-    return isinstance(ref, str) and (ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}"))
-
-
-def _concepts(order: dict, resources: Iterable[dict]) -> list[dict]:
-    """The CodeableConcepts that name the order's medication, wherever the EHR put them."""
-    out: list[dict] = []
-    if isinstance(cc := order.get("medicationCodeableConcept"), dict):
-        out.append(cc)
-    mref = order.get("medicationReference")
-    if isinstance(mref, dict):
-        ref = mref.get("reference")
-        pool = as_list(order.get("contained")) if isinstance(ref, str) and ref.startswith("#") else list(resources)
-        target = ref[1:] if isinstance(ref, str) and ref.startswith("#") else ref
-        for med in pool:
-            if (
-                isinstance(med, dict)
-                and med.get("resourceType") == "Medication"
-                and (med.get("id") == target or _ref(med) == target)
-            ) and isinstance(med.get("code"), dict):
-                out.append(med["code"])
-        if isinstance(mref.get("display"), str):
-            out.append({"text": mref["display"]})
-    return out
-
-
-_WORD = re.compile(r"[a-z][a-z\-]*")
-
-
-def _words(text: str) -> set[str]:
-    return set(_WORD.findall(text.lower()))
-
-
-def _match(concepts: list[dict], codes: Mapping[str, str], names: Mapping[str, str]) -> str | None:
-    for cc in concepts:
-        for c in as_list(cc.get("coding")):
-            if (
-                isinstance(c, dict)
-                and c.get("system") == RXNORM
-                and isinstance(code := c.get("code"), str)
-                and code in codes
-            ):
-                return codes[code]
-    for cc in concepts:
-        texts = [cc.get("text")] + [c.get("display") for c in dicts(cc.get("coding"))]
-        for t in texts:
-            if isinstance(t, str):
-                hit = next((names[w] for w in _words(t) if w in names), None)
-                if hit:
-                    return hit
-    return None
-
-
 def _planned_start(order: dict, tz: tzinfo) -> tuple[datetime, bool] | None:
     starts: list[tuple[datetime, bool]] = []
     for di in dicts(order.get("dosageInstruction")):
@@ -126,9 +61,9 @@ def ld_drug(order: dict, patient_id: str, resources: list[dict], vs: ValueSets) 
     ):
         return None
     status = order.get("status")
-    if (isinstance(status, str) and status in DEAD_STATUS) or not _belongs_to(order, patient_id):
+    if (isinstance(status, str) and status in DEAD_STATUS) or not belongs_to(order, patient_id):
         return None
-    return _match(_concepts(order, resources), vs.ld_rxnorm, vs.ld_names)
+    return match_drug(medication_concepts(order, resources), vs.ld_rxnorm, vs.ld_names)
 
 
 def cart_product(resources: list[dict], vs: ValueSets) -> str | None:
@@ -136,11 +71,11 @@ def cart_product(resources: list[dict], vs: ValueSets) -> str | None:
     for r in resources:
         if not isinstance(r, dict):
             continue
-        concepts = _concepts(r, resources)
+        concepts = medication_concepts(r, resources)
         for key in ("code", "productCodeableConcept"):
             if isinstance(r.get(key), dict):
                 concepts.append(r[key])
-        if hit := _match(concepts, codes, names):
+        if hit := match_drug(concepts, codes, names):
             return hit
     return None
 
@@ -158,7 +93,7 @@ def find_trigger(
         if (drug := ld_drug(order, patient_id, draft_orders, vs)) is None:
             continue
         start = _planned_start(order, tz)
-        triggering.append(LdOrder(_ref(order) or "", drug, *(start if start else (None, False))))
+        triggering.append(LdOrder(resource_ref(order) or "", drug, *(start if start else (None, False))))
     if not triggering:
         return None
     in_set = {d for o in draft_orders if (d := ld_drug(o, patient_id, draft_orders, vs))}

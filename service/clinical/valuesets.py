@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from types import MappingProxyType
+from typing import Any
 
 LOINC = "http://loinc.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -66,6 +67,10 @@ class ValueSets:
     product_rxnorm: Mapping[str, str]
     product_names: Mapping[str, str]
     validated_products: frozenset[str]
+    # Supportive and prophylaxis drugs by class (gcsf, antiviral, pjp, fluoroquinolone, azole):
+    # class → (RxNorm code → drug) and class → (lower-case name → drug).
+    drug_class_rxnorm: Mapping[str, Mapping[str, str]]
+    drug_class_names: Mapping[str, Mapping[str, str]]
 
 
 def _raw() -> dict:
@@ -73,10 +78,21 @@ def _raw() -> dict:
     return json.loads(text)
 
 
+_Frozen = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def _extended(table: Mapping[str, Mapping[str, Any]], extra: _Frozen, what: str) -> dict[str, list[str]]:
+    """name → RxNorm codes of a shipped table, plus the site's extra codes (an unknown name is an error)."""
+    codes = {name: [str(c) for c in entry["rxnorm"]] for name, entry in table.items()}
+    for name, more in extra:
+        if name not in codes:
+            raise ValueError(f"{what} names an unknown drug: {name}")
+        codes[name] += [c for c in more if c not in codes[name]]
+    return codes
+
+
 @lru_cache(maxsize=8)
-def _build(
-    extra_loinc: tuple[tuple[str, tuple[str, ...]], ...], extra_rx: tuple[tuple[str, tuple[str, ...]], ...]
-) -> ValueSets:
+def _build(extra_loinc: _Frozen, extra_rx: _Frozen, extra_cart: _Frozen = (), extra_drug: _Frozen = ()) -> ValueSets:
     raw = _raw()
     groups = {name: list(g["codes"]) for name, g in raw["loinc"].items()}
     excluded = {c for codes in raw["loinc_excluded"].values() for c in codes}
@@ -104,22 +120,38 @@ def _build(
     ld_names = {n.lower(): name for name, d in drugs.items() for n in d["names"]}
 
     products = raw["cart_products"]
+    product_codes = _extended(products, extra_cart, "extra_cart_rxnorm")
+    classes = raw["drug_classes"]
+    class_codes = _extended(
+        {drug: entry for members in classes.values() for drug, entry in members.items()},
+        extra_drug,
+        "extra_drug_rxnorm",
+    )
     return ValueSets(
         version=raw["version"],
         lab_codes=MappingProxyType(lab_codes),
         prefetch_codes=MappingProxyType(prefetch_codes),
         ld_rxnorm=MappingProxyType(ld_rxnorm),
         ld_names=MappingProxyType(ld_names),
-        product_rxnorm=MappingProxyType({c: name for name, p in products.items() for c in p["rxnorm"]}),
+        product_rxnorm=MappingProxyType({c: name for name, codes in product_codes.items() for c in codes}),
         product_names=MappingProxyType({n.lower(): name for name, p in products.items() for n in p["names"]}),
         validated_products=frozenset(n for n, p in products.items() if p["validated"]),
+        drug_class_rxnorm=MappingProxyType(
+            {k: MappingProxyType({c: d for d in m for c in class_codes[d]}) for k, m in classes.items()}
+        ),
+        drug_class_names=MappingProxyType(
+            {k: MappingProxyType({n.lower(): d for d, e in m.items() for n in e["names"]}) for k, m in classes.items()}
+        ),
     )
 
 
 def value_sets(
-    extra_loinc: Mapping[str, list[str]] | None = None, extra_ld_rxnorm: Mapping[str, list[str]] | None = None
+    extra_loinc: Mapping[str, list[str]] | None = None,
+    extra_ld_rxnorm: Mapping[str, list[str]] | None = None,
+    extra_cart_rxnorm: Mapping[str, list[str]] | None = None,
+    extra_drug_rxnorm: Mapping[str, list[str]] | None = None,
 ) -> ValueSets:
-    def freeze(m: Mapping[str, list[str]] | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    def freeze(m: Mapping[str, list[str]] | None) -> _Frozen:
         return tuple(sorted((k, tuple(v)) for k, v in (m or {}).items()))
 
-    return _build(freeze(extra_loinc), freeze(extra_ld_rxnorm))
+    return _build(freeze(extra_loinc), freeze(extra_ld_rxnorm), freeze(extra_cart_rxnorm), freeze(extra_drug_rxnorm))

@@ -121,6 +121,10 @@ class ClinicalSection(BaseModel):
     # Extra local codes an EHR sends, merged into the shipped value sets.
     extra_loinc: dict[str, list[str]] = Field(default_factory=dict)
     extra_ld_rxnorm: dict[str, list[str]] = Field(default_factory=dict)
+    # CAR-T product codes (keyed by product, e.g. "axicabtagene ciloleucel") and supportive drug codes
+    # (keyed by drug, e.g. "filgrastim", "valacyclovir"; classes in data/valuesets.json "drug_classes").
+    extra_cart_rxnorm: dict[str, list[str]] = Field(default_factory=dict)
+    extra_drug_rxnorm: dict[str, list[str]] = Field(default_factory=dict)
     # SNOMED CT descendants of 73211009 |Diabetes mellitus| the EHR uses beyond the shipped list
     # (no terminology server here to expand the ECL `<< 73211009`).
     extra_diabetes_snomed: list[str] = Field(default_factory=list)

@@ -14,7 +14,7 @@ from service.web.settings import Settings
 
 def clinic_from_settings(s: Settings) -> Clinic:
     c = s.clinical
-    vs = value_sets(c.extra_loinc, c.extra_ld_rxnorm)
+    vs = value_sets(c.extra_loinc, c.extra_ld_rxnorm, c.extra_cart_rxnorm, c.extra_drug_rxnorm)
     rules = LabRules(
         tz=ZoneInfo(s.service.timezone),
         lookback_days=c.lookback_days,
