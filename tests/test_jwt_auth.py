@@ -571,3 +571,21 @@ def test_header_refusals_log_no_claim(secure, caplog):
     assert_bare_401(call(secure, "discovery", bearer(OTHER_KEY.token(AUD))))
     (event,) = refusal_events(caplog)
     assert event == {"status": 401, "reason": "kid", "path": "/cds-services"}
+
+
+# --------------------------------------------------------------------------- who called
+def hook_callers(caplog) -> list[str]:
+    return [r.event["caller"] for r in caplog.records if r.name == "hematotox.hook" and r.msg == "hook"]
+
+
+def test_every_hook_log_line_says_how_the_caller_was_authenticated(secure, tmp_path, caplog):
+    caplog.set_level("INFO", logger="hematotox.hook")
+    assert call(secure, "service", bearer(ES.token(url("service")))).status_code == 200
+    not_ld = hook_request("order-sign", "p", None, orders=[])  # no LD order: the early answer logs too
+    assert secure.post(SIGN, json=not_ld, headers=bearer(ES.token(url("service")))).status_code == 200
+    assert hook_callers(caplog) == [ISSUER, ISSUER]
+    caplog.clear()
+    with TestClient(create_app(secure_settings(tmp_path, development_mode=True))) as dev:
+        assert call(dev, "service").status_code == 200  # no token: development convenience
+        assert call(dev, "service", bearer(ES.token(url("service")))).status_code == 200
+    assert hook_callers(caplog) == ["none (development mode)", ISSUER]

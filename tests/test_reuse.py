@@ -322,12 +322,14 @@ def test_one_log_line_per_hook_with_stages_cache_and_fetch_counts(client, fhir, 
             "hookInstance",
             "service",
             "hook",
+            "caller",
             "status",
             "cards",
             "ms",
             "cache",
             "fhir",
         }
+        assert line["caller"] == "none (development mode)"  # the client fixture runs without a JWT
         uuid.UUID(line["hookInstance"])
         assert set(line["ms"]) == {"parse", "fetch", "score", "cards"}
         assert all(isinstance(v, float) and v >= 0 for v in line["ms"].values())
