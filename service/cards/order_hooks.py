@@ -115,7 +115,9 @@ def risk_card(a: Assessment, nrm: NrmProfile, ctx: OrderContext, clinic: Clinic)
     tz = clinic.rules.tz
     suggestions = None
     if a.confirmed.could_change_group:
-        requests = missing_lab_requests(ctx.patient_id, list(a.confirmed.could_change_group), a.trigger.t0)
+        requests = missing_lab_requests(
+            ctx.patient_id, list(a.confirmed.could_change_group), a.trigger.t0, clinic.rules
+        )
         suggestions = [
             Suggestion(
                 label=f"Order {', '.join(LAB_NAMES[x] for x in a.confirmed.could_change_group)} before LD",
