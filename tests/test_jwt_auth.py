@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,7 @@ from joserfc import jws
 
 from cds_hooks.jwt_auth import AuthError, JwtVerifier, TrustedIssuer, VerifierConfig, key_set_from_json
 from service.web.app import create_app
+from service.web.settings import Settings
 from tests.cases import BY_NAME, hook_request
 from tests.conftest import dev_settings
 from tests.jwt_keys import BASE, ISSUER, Ehr, b64url, bearer, jwks, write_jwks
@@ -589,3 +591,44 @@ def test_every_hook_log_line_says_how_the_caller_was_authenticated(secure, tmp_p
         assert call(dev, "service").status_code == 200  # no token: development convenience
         assert call(dev, "service", bearer(ES.token(url("service")))).status_code == 200
     assert hook_callers(caplog) == ["none (development mode)", ISSUER]
+
+
+# --------------------------------------------------------------------------- the README's snippets
+def readme_toml(marker: str) -> dict:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```toml\n")[1:]]
+    (block,) = [b for b in blocks if marker in b]
+    return tomllib.loads(block)
+
+
+def test_the_readme_sandbox_configuration_knows_the_sandbox_key_and_never_fetches_its_jku(tmp_path, caplog):
+    config = readme_toml('issuer = "https://sandbox.cds-hooks.org"')
+    (client,) = config["trusted_clients"]
+    client["jwks_file"] = str(Path(__file__).resolve().parent.parent / client["jwks_file"])
+    settings = Settings(**config, feedback={"sqlite_path": str(tmp_path / "f.sqlite3")})
+    base = settings.service.public_base_url
+    caplog.set_level("INFO", logger="hematotox.security")
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
+        jku = router.get(SANDBOX_JKU).respond(200, json=jwks(SANDBOX))
+        with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+            # The sandbox's kid and jku, signed with a key that is not the sandbox's: the kid is found
+            # in the shipped public key set, so the signature decides (and fails), the jku is ignored.
+            token = SANDBOX.token(base + DISCOVERY, header={"jku": SANDBOX_JKU})
+            assert_bare_401(c.get(DISCOVERY, headers=bearer(token)))
+    assert not jku.called
+    assert refusal_reasons(caplog) == ["signature"]
+
+
+def test_the_readme_jku_configuration_fetches_keys_from_the_allowlisted_jku(tmp_path):
+    config = readme_toml('jku_allowlist = ["https://ehr.example.org/.well-known/jwks.json"]   #')
+    (client,) = config["trusted_clients"]
+    (allowed,) = client["jku_allowlist"]
+    settings = secure_settings(tmp_path)
+    settings.trusted_clients[:] = Settings(trusted_clients=config["trusted_clients"]).trusted_clients
+    with respx.mock(assert_all_mocked=True) as router:
+        router.get(allowed).respond(200, json=jwks(ES))
+        with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+            assert (
+                c.get(DISCOVERY, headers=bearer(ES.token(url("discovery"), header={"jku": allowed}))).status_code == 200
+            )
+            assert_bare_401(c.get(DISCOVERY, headers=bearer(ES.token(url("discovery"), header={"jku": EVIL_JKU}))))
