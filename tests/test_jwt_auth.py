@@ -620,7 +620,7 @@ def test_the_readme_sandbox_configuration_knows_the_sandbox_key_and_never_fetche
 
 
 def test_the_readme_jku_configuration_fetches_keys_from_the_allowlisted_jku(tmp_path):
-    config = readme_toml('jku_allowlist = ["https://ehr.example.org/.well-known/jwks.json"]   #')
+    config = readme_toml("the exact URL(s) its tokens name")
     (client,) = config["trusted_clients"]
     (allowed,) = client["jku_allowlist"]
     settings = secure_settings(tmp_path)
