@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -87,7 +87,7 @@ class ReceivedItem:
     """One feedback item: validated (for the key and the columns) and as the client sent it (stored)."""
 
     item: FeedbackItem
-    sent: dict[str, Any]
+    sent: dict[str, Any] = field(repr=False)  # may hold a clinician's comment (PHI): never in a repr
 
 
 @dataclass(frozen=True)
