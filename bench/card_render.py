@@ -105,7 +105,7 @@ def main() -> None:
     body = []
     meta = {}
     for label, cards in scenarios:
-        for i, card in enumerate(cards):
+        for card in cards:
             kind = "risk" if "hematotox" in card.get("extension", {}).get("hematotox-cds", {}) else "prophylaxis"
             cid = f"c{len(meta)}"
             meta[cid] = (label, kind, len(card.get("detail", "")))
