@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.cases import BY_NAME, CASES, LOINC, hook_request, ld_orders, obs, prefetch_for, searchset
+from tests.cases import BY_NAME, CASES, LOINC, RXNORM, hook_request, ld_orders, obs, prefetch_for, searchset
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 SIGN = "/cds-services/hematotox-order-sign"
@@ -42,6 +42,36 @@ def _diabetes() -> dict:
     }
 
 
+def medication(
+    mid: str, rxnorm: str | None, text: str, *, status: str = "active", authored: str | None = "2024-03-08"
+) -> dict[str, Any]:
+    """A MedicationRequest on the chart: coded (RxNorm) or text-only (rxnorm None)."""
+    concept: dict[str, Any] = {"text": text}
+    if rxnorm:
+        concept["coding"] = [{"system": RXNORM, "code": rxnorm, "display": text}]
+    mr: dict[str, Any] = {
+        "resourceType": "MedicationRequest",
+        "id": mid,
+        "status": status,
+        "intent": "order",
+        "subject": {"reference": f"Patient/{PATIENT}"},
+        "medicationCodeableConcept": concept,
+    }
+    if authored:
+        mr["authoredOn"] = authored
+    return mr
+
+
+# One live order of every prophylaxis class, coded and text-only.
+ALL_ORDERED = [
+    medication("m-gcsf", "68442", "filgrastim"),
+    medication("m-av", None, "Valtrex 500 mg tablet"),
+    medication("m-pjp", "10831", "trimethoprim-sulfamethoxazole"),
+    medication("m-fq", None, "levofloxacin 500 mg"),
+    medication("m-az", "282446", "posaconazole", status="draft", authored="2024-03-09T23:30:00+00:00"),
+]
+
+
 def _request(
     case: str,
     *,
@@ -51,6 +81,7 @@ def _request(
     ecog: int | None = None,
     orders: list[dict] | None = None,
     drop: tuple[str, ...] = (),
+    medications: list[dict] | None = None,
 ) -> dict[str, Any]:
     observations = BY_NAME[case].observations(PATIENT)
     if ferritin_high:
@@ -70,6 +101,8 @@ def _request(
         e["code"] = {"coding": [{"system": LOINC, "code": "89247-1"}]}
         e["valueInteger"] = ecog
         pre["ecog"] = searchset([e])
+    if medications is not None:
+        pre["medications"] = searchset(medications)
     for key in drop:
         pre.pop(key, None)
     return hook_request("order-sign", PATIENT, None, prefetch=pre, orders=orders)
@@ -83,16 +116,23 @@ def variants() -> Iterator[Variant]:
         yield Variant(f"{name}+NRM", _request(name, **rich))
         yield Variant(f"{name}+diabetes", _request(name, diabetes=True))
         yield Variant(f"{name}+ferritin", _request(name, ferritin_high=True))
+    as_high = {"recommendations": {"treat_indeterminate_as_high": True}}
     for name in ("T23", "T26", "T35"):
-        yield Variant(
-            f"{name}+as-high", _request(name, **rich), {"recommendations": {"treat_indeterminate_as_high": True}}
-        )
+        yield Variant(f"{name}+as-high", _request(name, **rich), as_high)
     yield Variant(
         "T21+disabled",
         _request("T21", **rich),
         {"recommendations": {"disabled": ["R5", "R11"], "monitoring_schedule": "CBC daily to day +14"}},
     )
     yield Variant("T35+no-conditions", _request("T35", drop=("conditions",)))
+    for name in ("T21", "T35"):
+        # The medication list could not be read: "cannot tell whether already ordered".
+        yield Variant(f"{name}+NRM+no-medications", _request(name, **rich, drop=("medications",)))
+        yield Variant(f"{name}+as-high+no-medications", _request(name, **rich, drop=("medications",)), as_high)
+    # Every prophylaxis class already on order.
+    for name in ("T21", "T1", "T35"):
+        yield Variant(f"{name}+NRM+ordered", _request(name, **rich, medications=ALL_ORDERED))
+    yield Variant("T35+as-high+ordered", _request("T35", **rich, medications=ALL_ORDERED), as_high)
     # Notes on the risk card: no planned LD start, and bendamustine (not validated).
     yield Variant("T29+no-start", _request("T29", **rich, orders=ld_orders(PATIENT, None)))
     yield Variant("T17+bendamustine", _request("T17", **rich, orders=ld_orders(PATIENT, drugs=("134547",))))
