@@ -60,11 +60,12 @@ def _live(order: object, patient_id: str, statuses: frozenset[str] | None) -> bo
 
 
 def _newer(a: Ordered, b: Ordered | None) -> bool:
-    """The order to report: this hook's own first, then the most recently written (undated last)."""
+    """The order to report: this hook's own first, then the most recently written (undated last),
+    then by drug name, so that the answer never depends on the order the resources arrive in."""
     if b is None:
         return True
-    key_a = (a.in_this_hook, a.authored or date.min)
-    key_b = (b.in_this_hook, b.authored or date.min)
+    key_a = (a.in_this_hook, a.authored or date.min, a.drug)
+    key_b = (b.in_this_hook, b.authored or date.min, b.drug)
     return key_a > key_b
 
 
