@@ -31,7 +31,7 @@ def test_the_prophylaxis_card_links_the_rationale_and_each_source(client):
     links = {x["label"]: x["url"] for x in card["links"]}
     assert links["Full rationale of every item (R1–R14)"] == "http://127.0.0.1:8080/rationale"
     assert links["[1] ICAHT 2023"] == "https://doi.org/10.1182/blood.2023020578"
-    assert "Sources: [1] ICAHT 2023 · [2] Rejeski 2023 · [3] ASH-SAP · [4] DESCAR-T 2023." in card["detail"]
+    assert "Sources: [1] ICAHT 2023 · [2] Rejeski 2023 · [3] ASH-SAP · [4] DESCAR-T." in card["detail"]
 
 
 def test_already_ordered_does_not_depend_on_the_order_data_arrives_in():

@@ -16,7 +16,7 @@ from cds_hooks.models import Link
 STRENGTH_LEGEND = {
     "G": "G guideline",
     "P": "P author suggestion",
-    "X": "X extrapolated (local protocol)",
+    "X": "X extrapolated, local protocol",
 }
 SUMMARY_MAX = 139  # CDS Hooks: summary < 140 characters
 

@@ -61,13 +61,6 @@ def _summary(group: str, items: list[Recommendation], ordered: Mapping[str, Orde
     return fit_summary(f"{head}: ", parts) if parts else f"{head}: infection prophylaxis before CAR-T"
 
 
-def _head(short: str) -> str:
-    """An item's name: its compact line up to the first ":", " (" or ";"."""
-    for stop in (":", " (", ";"):
-        short = short.split(stop)[0]
-    return short
-
-
 def _ordered_note(r: Recommendation, ordered: Mapping[str, Ordered]) -> str | None:
     hits = [ordered[c] for c in r.drugs if c in ordered]
     if not hits:
@@ -183,7 +176,7 @@ def _card_text(
             n = refs.number(SHORT_SOURCE[r.source], r.source[1])
             note = _ordered_note(r, on_order)
             # Already on order: the item's name is enough, the note says what and since when.
-            text = _head(r.short) if note else r.short
+            text = (r.ordered or r.short) if note else r.short
             lines.append(item_line(text, strength, n, note))
         lines.append("")
     if not lines or not lines[0].startswith("**Infection"):

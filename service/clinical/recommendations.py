@@ -26,7 +26,7 @@ LEMOINE = ("Lemoine et al., Blood Adv 2023 (DESCAR-T NRM)", "https://doi.org/10.
 ASH_SAP = ("ASH-SAP infection prophylaxis table", "https://ash-sap.org/view-large/12050824")
 LOCAL = ("hematotox-cds rules (local protocol default)", "https://doi.org/10.1182/blood.2023020578")
 # How a card's numbered references name each source.
-SHORT_SOURCE = {ICAHT: "ICAHT 2023", REJESKI: "Rejeski 2023", LEMOINE: "DESCAR-T 2023", ASH_SAP: "ASH-SAP"}
+SHORT_SOURCE = {ICAHT: "ICAHT 2023", REJESKI: "Rejeski 2023", LEMOINE: "DESCAR-T", ASH_SAP: "ASH-SAP"}
 
 # Which patients an item is for: an HT group, every LD order, or an NRM flag.
 Audience = Literal["high", "low", "all", "diabetes", "ferritin"]
@@ -46,6 +46,8 @@ class Recommendation:
     short: str = ""
     # Drug classes (value-set `drug_classes`) whose order on the chart the item reports.
     drugs: tuple[str, ...] = ()
+    # The line once its drug is on order (what must still be said: a caveat, "unproven"); "" = `short`.
+    ordered: str = ""
 
 
 TABLE: tuple[Recommendation, ...] = (
@@ -60,6 +62,7 @@ TABLE: tuple[Recommendation, ...] = (
         "gcsf",
         short="G-CSF from day +2 (filgrastim 5 µg/kg daily)",
         drugs=("gcsf",),
+        ordered="G-CSF from day +2",
     ),
     Recommendation(
         "R2",
@@ -71,6 +74,7 @@ TABLE: tuple[Recommendation, ...] = (
         ICAHT,
         short="Fluoroquinolone once ANC <500/µL; caution if MDR-colonised",
         drugs=("fluoroquinolone",),
+        ordered="Fluoroquinolone once ANC <500/µL, caution if MDR",
     ),
     Recommendation(
         "R3",
@@ -100,6 +104,7 @@ TABLE: tuple[Recommendation, ...] = (
         REJESKI,
         short="Broad azole + fluoroquinolone: unproven",
         drugs=("azole", "fluoroquinolone"),
+        ordered="Broad azole + fluoroquinolone: unproven",
     ),
     Recommendation(
         "R1L",
@@ -142,6 +147,7 @@ TABLE: tuple[Recommendation, ...] = (
         "antiviral",
         short="HSV/VZV: valacyclovir from LD to ≥1 y and CD4 >200/µL",
         drugs=("antiviral",),
+        ordered="HSV/VZV",
     ),
     Recommendation(
         "R7",
@@ -153,6 +159,7 @@ TABLE: tuple[Recommendation, ...] = (
         ASH_SAP,
         short="PJP: trimethoprim-sulfamethoxazole, start per local protocol",
         drugs=("pjp",),
+        ordered="PJP",
     ),
     Recommendation(
         "R8",
@@ -174,6 +181,7 @@ TABLE: tuple[Recommendation, ...] = (
         ASH_SAP,
         short="Azole if prolonged neutropenia or steroids",
         drugs=("azole",),
+        ordered="Azole",
     ),
     Recommendation(
         "R10",
