@@ -10,7 +10,9 @@ T23, provisional T35), with --all every worked case and variant. Each card is la
 sandbox's card (summary, source, detail as GitHub-flavoured markdown via markdown-it-py, suggestion
 buttons, links) in a column `--width` px wide; Chromium (--headless, --dump-dom) measures it. Printed
 per card: detail characters, px from the card's top to the bottom of its last suggestion button, the
-card's whole height, and whether the buttons fit the `--viewport` height (less the sandbox header).
+card's whole height, "stacked": px from the top of the hook's first card to this card's last button
+(the sandbox lists a hook's cards one under the other), and whether the card's buttons fit the
+`--viewport` height (less the sandbox header).
 """
 
 from __future__ import annotations
@@ -45,11 +47,15 @@ body { margin: 0; font-family: "Helvetica Neue", Helvetica, Arial, sans-serif; f
 MEASURE = """
 <script>
 const out = [];
+const firstTop = {};
 for (const card of document.querySelectorAll('.card')) {
   const top = card.getBoundingClientRect().top;
+  const group = card.dataset.hook;
+  if (!(group in firstTop)) firstTop[group] = top;
   const buttons = card.querySelectorAll('.suggestions button');
-  const last = buttons.length ? buttons[buttons.length - 1].getBoundingClientRect().bottom - top : null;
-  out.push({id: card.id, toButtons: last === null ? null : Math.round(last),
+  const bottom = buttons.length ? buttons[buttons.length - 1].getBoundingClientRect().bottom : null;
+  out.push({id: card.id, toButtons: bottom === null ? null : Math.round(bottom - top),
+            stacked: bottom === null ? null : Math.round(bottom - firstTop[group]),
             height: Math.round(card.getBoundingClientRect().height)});
 }
 document.getElementById('out').textContent = JSON.stringify(out);
@@ -86,11 +92,11 @@ def _cards() -> list[tuple[str, list[dict]]]:
     return out
 
 
-def _card_html(cid: str, card: dict, md) -> str:
+def _card_html(cid: str, hook: int, card: dict, md) -> str:
     buttons = "".join(f"<button>{html.escape(s['label'])}</button>" for s in card.get("suggestions", []))
     links = "".join(f"<button>{html.escape(x['label'])}</button>" for x in card.get("links", []))
     return (
-        f'<div class="card" id="{cid}"><div class="summary">{html.escape(card["summary"])}</div>'
+        f'<div class="card" id="{cid}" data-hook="{hook}"><div class="summary">{html.escape(card["summary"])}</div>'
         f'<div class="source">Source: {html.escape(card["source"]["label"])}</div>'
         f'<div class="detail">{md.render(card.get("detail", ""))}</div>'
         f'<div class="suggestions">{buttons}</div><div class="links">{links}</div></div>'
@@ -104,12 +110,12 @@ def main() -> None:
     scenarios = _cards()
     body = []
     meta = {}
-    for label, cards in scenarios:
+    for hook, (label, cards) in enumerate(scenarios):
         for card in cards:
             kind = "risk" if "hematotox" in card.get("extension", {}).get("hematotox-cds", {}) else "prophylaxis"
             cid = f"c{len(meta)}"
             meta[cid] = (label, kind, len(card.get("detail", "")))
-            body.append(_card_html(cid, card, md))
+            body.append(_card_html(cid, hook, card, md))
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><style>{CSS % {'width': ARGS.width}}</style></head>"
         f"<body>{''.join(body)}<pre id='out'></pre>{MEASURE}</body></html>"
@@ -140,14 +146,15 @@ def main() -> None:
     raw = dom.split('<pre id="out">', 1)[1].split("</pre>", 1)[0]
     results = json.loads(html.unescape(raw))
     budget = ARGS.viewport - SANDBOX_CHROME_PX
-    print(
-        f"{'case':<26} {'card':<12} {'detail chars':>12} {'px to buttons':>14} {'card px':>8}  fits {ARGS.viewport}px"
-    )
+    head = f"{'case':<26} {'card':<12} {'detail chars':>12} {'px to buttons':>14} {'card px':>8} {'stacked':>8}"
+    print(f"{head}  fits {ARGS.viewport}px")
     for r in results:
         label, kind, chars = meta[r["id"]]
         to = r["toButtons"]
         fits = "no buttons" if to is None else ("yes" if to <= budget else "NO")
-        print(f"{label:<26} {kind:<12} {chars:>12} {to if to is not None else '—':>14} {r['height']:>8}  {fits}")
+        stacked = r["stacked"] if r["stacked"] is not None else "—"
+        row = f"{label:<26} {kind:<12} {chars:>12} {to if to is not None else '—':>14} {r['height']:>8} {stacked:>8}"
+        print(f"{row}  {fits}")
 
 
 if __name__ == "__main__":
