@@ -97,15 +97,20 @@ def reuse_key(issuer: str, fhir_server: str | None, ctx: OrderContext, vs: Value
     return (issuer, (fhir_server or "").rstrip("/"), ctx.user_id or "", ctx.patient_id, ld_orders_fingerprint(ctx, vs))
 
 
+# The chart's prophylaxis orders are always read afresh: "already ordered" removes an order button, so an
+# order stopped between order-select and order-sign must not keep it hidden.
+NEVER_REUSED = ("medications",)
+
+
 def reusable_keys(meta: Mapping[str, object], risk_card: object) -> set[str]:
     """The keys of an order-select worth keeping: those fetched from the FHIR server, and the HT lab
-    keys only when the score was HIGH.
+    keys only when the score was HIGH; never the chart's prophylaxis orders (NEVER_REUSED).
 
     A lab that results between order-select and order-sign can only add points to a HIGH, so serving
     HIGH from cached labs is safe; a LOW or indeterminate score is always recomputed from fresh labs
     (a new low platelet count must be able to turn it into HIGH).
     """
-    fetched = {k for k, m in meta.items() if getattr(m, "source", None) == "fhir"}
+    fetched = {k for k, m in meta.items() if getattr(m, "source", None) == "fhir"} - set(NEVER_REUSED)
     ext = getattr(risk_card, "extension", None) or {}
     group = ext.get("hematotox-cds", {}).get("hematotox", {}).get("confirmed", {}).get("group")
     return fetched if group == "high" else fetched - set(HT_KEYS)
