@@ -6,6 +6,7 @@ only ever added, never renamed.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 
@@ -77,8 +78,16 @@ def _component_json(c: Component) -> dict:
         if len(r.derived_from) > 1:
             out["derivedFrom"] = list(r.derived_from)
         out["effective"] = fhir_datetime(r.effective)
+        if tied := sorted({t.observation for t in c.tied if t.observation and t.observation != r.observation}):
+            out["tiedWith"] = tied
     else:
         out["unit"] = CANONICAL[c.analyte]
+    u = c.untrusted
+    if u is not None:
+        if u.observation:
+            out["untrusted"] = u.observation
+        if u.effective is not None:
+            out["untrustedEffective"] = fhir_datetime(u.effective)
     return out
 
 
@@ -142,6 +151,24 @@ STATUS_TEXT = {
 }
 
 
+# What a FHIR id may hold: anything else (a client's JSON) stays out of the card's markdown.
+_FHIR_ID = re.compile(r"Observation/[A-Za-z0-9.-]{1,64}")
+
+
+def _status_text(c: Component, tz: tzinfo) -> str:
+    """The status cell; an untrusted result is named so that it can be repeated (spec §1.5 rule 3)."""
+    text = STATUS_TEXT[c.status]
+    u = c.untrusted
+    if u is None:
+        return text
+    which = f"the result collected {_when(u.effective, tz, u.date_only)}" if u.effective else "a result"
+    if u.observation and _FHIR_ID.fullmatch(u.observation):
+        which += f" ({u.observation})"
+    if c.status == "implausible":
+        return f"{text}; repeat {which}"
+    return f"{text}; {which} has an implausible value or unit: repeat it"
+
+
 def detail(a: Assessment, tz: tzinfo, ruleset: str, nrm: NrmProfile | None = None) -> str:
     t0 = a.trigger.t0.astimezone(tz)
     window_start = (t0 - timedelta(days=3)).strftime("%Y-%m-%d")
@@ -158,7 +185,7 @@ def detail(a: Assessment, tz: tzinfo, ruleset: str, nrm: NrmProfile | None = Non
         when = _when(c.used.effective, tz, c.used.date_only) if c.used else "—"
         pts = c.confirmed
         p = f"{pts.min}" if pts.min == pts.max else f"{pts.min}–{pts.max} (unknown)"
-        lines.append(f"| {LAB_NAMES[x]} | {_result_text(c)} | {when} | {p} | {STATUS_TEXT[c.status]} |")
+        lines.append(f"| {LAB_NAMES[x]} | {_result_text(c)} | {when} | {p} | {_status_text(c, tz)} |")
     c = a.confirmed
     lines.append("")
     if c.group == "indeterminate":
