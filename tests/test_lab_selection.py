@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tests.cases import BY_NAME, hook_request, obs, prefetch_for
+from tests.cases import BY_NAME, hook_request, obs, prefetch_for, searchset
 from tests.test_hostile_input import COND_FIELDS, OBS_FIELDS, ORDER_FIELDS, _request, json_values
 from tests.test_scoring_properties import ALT_UNITS, CODES, labs
 
@@ -510,12 +510,40 @@ def _draw_observations(i: int, d: Draw) -> list[Json]:
     return out
 
 
+# The other bundles of the prefetch: Conditions (diabetes or not) and ECOG scores, a few at one time.
+condition = st.builds(
+    lambda i, code: {
+        "resourceType": "Condition",
+        "id": f"c{i}",
+        "subject": {"reference": f"Patient/{P}"},
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code}]},
+    },
+    st.integers(0, 5),
+    st.sampled_from(["E11.9", "E10.9", "R73.03", "I10"]),
+)
+ecog = st.builds(
+    lambda i, value, when: obs(f"ecog{i}", "89247-1", 0, None, when, patient=P) | {"valueInteger": value},
+    st.integers(0, 5),
+    st.integers(0, 5),
+    st.sampled_from([TWO_H, THIRTY_H]),
+)
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(draw, min_size=1, max_size=4), st.randoms(use_true_random=False))
+@given(
+    st.lists(draw, min_size=1, max_size=4),
+    st.lists(condition, max_size=3),
+    st.lists(ecog, max_size=3),
+    st.randoms(use_true_random=False),
+)
 def test_shuffling_never_changes_the_answer_on_unit_variants(
-    client: TestClient, draws: list[Draw], rnd: random.Random
+    client: TestClient, draws: list[Draw], conditions: list[Json], ecogs: list[Json], rnd: random.Random
 ) -> None:
     """The unit-variant generator (test_scoring_properties: values, alternative units), several draws at
-    a few collection times (ties, stale, every tier), some with an untrusted unit or a comparator."""
+    a few collection times (ties, stale, every tier), some with an untrusted unit or a comparator; and a
+    few Conditions and ECOG scores in their bundles."""
     observations = [o for i, d in enumerate(draws) for o in _draw_observations(i, d)]
-    assert assert_order_free(client, hook_request("order-sign", P, observations), rnd), "LD orders: cards"
+    body = hook_request("order-sign", P, observations)
+    body["prefetch"]["conditions"] = searchset(conditions)
+    body["prefetch"]["ecog"] = searchset(ecogs)
+    assert assert_order_free(client, body, rnd), "LD orders: cards"
