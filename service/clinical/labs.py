@@ -7,7 +7,7 @@ nothing here trusts a field it has not checked.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
@@ -527,6 +527,9 @@ def _choose(analyte: str, results: list[LabResult], rules: LabRules) -> _Choice:
        by the worst value (then the smallest Observation id).
     """
     ht = analyte in MAX_POINTS
+    if len(results) == 1 and results[0].problem is None:  # the usual case: one result in the window
+        r = results[0]
+        return _Choice(r, points(analyte, r.span(), rules.inclusive_boundaries) if ht else None)
     missing = points(analyte, None) if ht else None
     usable = [r for r in results if r.problem is None]
     if not usable:
@@ -540,20 +543,29 @@ def _choose(analyte: str, results: list[LabResult], rules: LabRules) -> _Choice:
         r = same[0]
         return _Choice(r, points(analyte, r.span(), rules.inclusive_boundaries) if ht else None)
     if not ht:
-        shown = min(same, key=lambda r: (_worst_first(analyte, r), _identity(r)))
+        shown = _first(same, lambda r: (0, 0, *_worst_first(analyte, r)))
         return _Choice(shown, None, _others(same, shown))
-    scored = [(points(analyte, r.span(), rules.inclusive_boundaries), r) for r in same]
-    worst = Points(max(p.min for p, _ in scored), max(p.max for p, _ in scored))
+    pts = {id(r): points(analyte, r.span(), rules.inclusive_boundaries) for r in same}
+    worst = Points(max(p.min for p in pts.values()), max(p.max for p in pts.values()))
     # The result carrying the most points is shown (for exact values that is the worst value; it
     # decides only between censored ones, e.g. ">50" before 100 platelets).
-    _, shown = min(scored, key=lambda s: (-s[0].max, -s[0].min, _worst_first(analyte, s[1]), _identity(s[1])))
+    shown = _first(same, lambda r: (-pts[id(r)].max, -pts[id(r)].min, *_worst_first(analyte, r)))
     return _Choice(shown, worst, _others(same, shown))
+
+
+def _first(results: list[LabResult], rank: Callable[[LabResult], tuple[int, int, Decimal, int]]) -> LabResult:
+    """The result of the lowest rank, and between equal ranks the smallest identity (computed only
+    then: ties of rank are rare)."""
+    ranked = [(rank(r), r) for r in results]
+    best = min(k for k, _ in ranked)
+    top = [r for k, r in ranked if k == best]
+    return top[0] if len(top) == 1 else min(top, key=_identity)
 
 
 def _others(same: list[LabResult], shown: LabResult) -> tuple[LabResult, ...]:
     rest = list(same)
     rest.remove(shown)
-    return tuple(sorted(rest, key=_identity))
+    return tuple(rest) if len(rest) == 1 else tuple(sorted(rest, key=_identity))
 
 
 # Analytes that only serve to derive an ANC (derive_anc): their results are always read in full,
