@@ -267,6 +267,23 @@ def test_an_older_untrusted_value_does_not_block(client: TestClient) -> None:
     every_order(client, defaults("anc"), varying, check)
 
 
+@pytest.mark.parametrize(("day", "blocks"), [("2024-03-10", True), ("2024-03-09", False)])
+def test_a_date_only_untrusted_value_counts_from_its_days_end(client: TestClient, day: str, blocks: bool) -> None:
+    """An implausible ANC known only by its date may have been drawn after ANC 3.0 of 08:00 that day."""
+
+    def check(ht: Json, _: str) -> None:
+        anc = component(ht, "anc")
+        assert (anc["status"], anc.get("untrusted")) == (
+            ("implausible", "Observation/anc-day") if blocks else ("current", None)
+        )
+
+    varying = [
+        obs("anc", "751-8", 3.0, "10*9/L", TWO_H, patient=P),
+        obs("anc-day", "751-8", 1200, "10*3/uL", day, patient=P),
+    ]
+    every_order(client, defaults("anc"), varying, check)
+
+
 @pytest.mark.parametrize(
     "newest",
     [
@@ -344,6 +361,19 @@ def test_an_untrusted_stale_value_blocks_the_provisional_score(client: TestClien
         obs("plt-old", "777-3", 250, "10*9/L", STALER, patient=P),
     ]
     every_order(client, defaults("plt"), varying, check)
+
+
+def test_a_date_only_untrusted_stale_value_of_the_same_day_blocks(client: TestClient) -> None:
+    def check(ht: Json, _: str) -> None:
+        anc = component(ht, "anc")
+        assert (anc["status"], anc["untrusted"]) == ("implausible", "Observation/anc-day")
+        assert "provisional" not in ht
+
+    varying = [
+        obs("anc-stale", "751-8", 0.8, "10*9/L", STALE, patient=P),
+        obs("anc-day", "751-8", 1200, "10*3/uL", STALE[:10], patient=P),
+    ]
+    every_order(client, defaults("anc"), varying, check)
 
 
 def test_stale_ties_score_the_worst(client: TestClient) -> None:

@@ -509,8 +509,13 @@ class _Choice:
     untrusted: LabResult | None = None
 
 
-def _newest_untrusted(results: Iterable[LabResult], since: datetime | None) -> LabResult | None:
-    bad = [r for r in results if r.problem in UNTRUSTED and (since is None or _collected(r) >= since)]
+def _newest_untrusted(results: Iterable[LabResult], since: datetime | None, tz: tzinfo) -> LabResult | None:
+    """The newest untrusted result collected at or after ``since`` (any, when None). A date-only one
+    counts from its day's end: collected some time that day, it may be the newer one [DESIGN, safe]."""
+    bad = [r for r in results if r.problem in UNTRUSTED]
+    if since is not None:
+        day = since.astimezone(tz).date()
+        bad = [r for r in bad if _collected(r) >= since or (r.date_only and _collected(r).date() >= day)]
     if not bad:
         return None
     newest = max(_collected(r) for r in bad)
@@ -533,10 +538,10 @@ def _choose(analyte: str, results: list[LabResult], rules: LabRules) -> _Choice:
     missing = points(analyte, None) if ht else None
     usable = [r for r in results if r.problem is None]
     if not usable:
-        return _Choice(None, missing, untrusted=_newest_untrusted(results, None))
+        return _Choice(None, missing, untrusted=_newest_untrusted(results, None, rules.tz))
     tier = min(r.tier for r in usable)
     when = max(_collected(r) for r in usable if r.tier == tier)
-    if (blocker := _newest_untrusted(results, when)) is not None:
+    if (blocker := _newest_untrusted(results, when, rules.tz)) is not None:
         return _Choice(None, missing, untrusted=blocker)
     same = [r for r in usable if r.tier == tier and _collected(r) == when]
     if len(same) == 1:
@@ -624,16 +629,18 @@ def assess_all(
 
 def _read_stale(stale: list[_Pending], rules: LabRules) -> list[LabResult]:
     """The stale results that rule 3 can need, read in order of preference: up to the first usable
-    one, then every one collected at least as recently (its ties, and untrusted values of any tier).
-    The rest (a worse tier and older) cannot change the choice, and stay unread."""
+    one, then every one collected at least as recently (its ties, and untrusted values of any tier),
+    from the start of its day (a date-only result of that day may be the newer one). The rest (a
+    worse tier and older) cannot change the choice, and stay unread."""
     ordered = sorted(stale, key=lambda entry: entry[0])
     out: list[LabResult] = []
     for i, (_, obs, lab, item) in enumerate(ordered):
         r = _read(obs, lab, item, rules)
         out.append(r)
         if r.problem is None:
-            newest = -_collected(r).timestamp()
-            out += [_read(o, c, x, rules) for key, o, c, x in ordered[i + 1 :] if key[1] <= newest]
+            day = datetime.combine(_collected(r).astimezone(rules.tz).date(), time(0), rules.tz)
+            floor = -day.timestamp()
+            out += [_read(o, c, x, rules) for key, o, c, x in ordered[i + 1 :] if key[1] <= floor]
             break
     return out
 
