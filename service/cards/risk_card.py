@@ -161,12 +161,11 @@ def _status_text(c: Component, tz: tzinfo) -> str:
     u = c.untrusted
     if u is None:
         return text
-    which = f"the result collected {_when(u.effective, tz, u.date_only)}" if u.effective else "a result"
-    if u.observation and _FHIR_ID.fullmatch(u.observation):
-        which += f" ({u.observation})"
-    if c.status == "implausible":
-        return f"{text}; repeat {which}"
-    return f"{text}; {which} has an implausible value or unit: repeat it"
+    what = [u.observation] if u.observation and _FHIR_ID.fullmatch(u.observation) else []
+    if u.effective is not None:
+        what.append(_when(u.effective, tz, u.date_only))
+    label = ", ".join(what) or "the untrusted result"
+    return f"{text}; repeat {label}" if c.status == "implausible" else f"{text}; implausible {label}: repeat"
 
 
 def detail(a: Assessment, tz: tzinfo, ruleset: str, nrm: NrmProfile | None = None) -> str:
