@@ -6,6 +6,7 @@ only ever added, never renamed.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 
@@ -80,8 +81,16 @@ def _component_json(c: Component) -> dict:
         if len(r.derived_from) > 1:
             out["derivedFrom"] = list(r.derived_from)
         out["effective"] = fhir_datetime(r.effective)
+        if tied := sorted({t.observation for t in c.tied if t.observation and t.observation != r.observation}):
+            out["tiedWith"] = tied
     else:
         out["unit"] = CANONICAL[c.analyte]
+    u = c.untrusted
+    if u is not None:
+        if u.observation:
+            out["untrusted"] = u.observation
+        if u.effective is not None:
+            out["untrustedEffective"] = fhir_datetime(u.effective)
     return out
 
 
@@ -141,6 +150,23 @@ STATUS_TEXT = {
 }
 
 
+# What a FHIR id may hold: anything else (a client's JSON) stays out of the card's markdown.
+_FHIR_ID = re.compile(r"Observation/[A-Za-z0-9.-]{1,64}")
+
+
+def _status_text(c: Component, tz: tzinfo) -> str:
+    """The status cell; an untrusted result is named so that it can be repeated (spec §1.5 rule 3)."""
+    text = STATUS_TEXT[c.status]
+    u = c.untrusted
+    if u is None:
+        return text
+    what = [u.observation] if u.observation and _FHIR_ID.fullmatch(u.observation) else []
+    if u.effective is not None:
+        what.append(local_time(u.effective, tz, date_only=u.date_only))
+    label = ", ".join(what) or "the untrusted result"
+    return f"{text}; repeat {label}" if c.status == "implausible" else f"{text}; implausible {label}: repeat"
+
+
 def _points(c: Component) -> str:
     pts = c.confirmed
     return f"{pts.min}" if pts.min == pts.max else f"{pts.min}–{pts.max}"
@@ -162,7 +188,7 @@ def detail(a: Assessment, tz: tzinfo, ruleset: str, nrm: NrmProfile | None = Non
         when = local_time(comp.used.effective, tz, date_only=comp.used.date_only) if comp.used else "—"
         lines.append(
             f"| {SHORT_NAMES.get(x, LAB_NAMES[x])} | {_result_text(comp)} | {when} | {_points(comp)} | "
-            f"{STATUS_TEXT[comp.status]} |".replace("|  |", "| |")
+            f"{_status_text(comp, tz)} |".replace("|  |", "| |")
         )
     lines.append("")
     if c.group == "indeterminate":

@@ -15,7 +15,7 @@ from service.clinical.orders import Trigger
 from service.clinical.valuesets import ValueSets
 
 # Bumped whenever a rule that changes a result changes; printed on every card and extension.
-RULES_VERSION = "1.0.0"
+RULES_VERSION = "1.1.0"
 
 
 def ruleset_version(vs: ValueSets) -> str:
@@ -40,6 +40,10 @@ def _flags(trigger: Trigger, comps: dict[str, Component]) -> tuple[str, ...]:
     if not trigger.validated_context:
         flags.append("not-validated-for-regimen")
     for a in HT_ANALYTES:
+        if comps[a].untrusted is not None:
+            flags.append(f"untrusted:{a}")  # a result to repeat: its number cannot be trusted (spec §1.5)
+        if comps[a].tied:
+            flags.append(f"tie:{a}")  # points from several results collected at the same time
         r = comps[a].used
         if r is None:
             continue

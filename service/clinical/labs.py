@@ -7,11 +7,11 @@ nothing here trusts a field it has not checked.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
-from typing import Literal
+from typing import Any, Literal
 
 from service.clinical.fhirjson import as_list, dicts
 from service.clinical.hematotox import MAX_POINTS, Points, Span, points
@@ -25,6 +25,10 @@ _NOTHING: frozenset[str] = frozenset()
 Problem = Literal["implausible", "unit", "status", "absent", "no-value", "no-time", "comparator"]
 TimeClass = Literal["current", "stale", "old", "after"]
 Status = Literal["current", "stale", "missing", "censored", "implausible"]
+# A result with a number we cannot trust (spec §1.5 rule 3 step 2): implausible (§6.2), a rejected or
+# unknown unit (§6.1, §6.3; molar CRP/ferritin without a configured factor), or a comparator that is
+# no FHIR comparator. Unlike a result without a number, it makes the analyte missing.
+UNTRUSTED: frozenset[Problem] = frozenset({"implausible", "unit", "comparator"})
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,11 @@ class Component:
     confirmed: Points | None
     provisional: Points | None
     rejected_in_window: int = 0
+    # The result whose number cannot be trusted (implausible, rejected unit) and that made the analyte
+    # missing in the current window (or in the stale one, when nothing else was found): to repeat.
+    untrusted: LabResult | None = None
+    # The other results of the same tier and collection time behind the points (spec §1.5 rule 3 step 4).
+    tied: tuple[LabResult, ...] = ()
 
 
 # ---------------------------------------------------------------- parsing
@@ -312,24 +321,50 @@ def _same_specimen(a: LabResult, b: LabResult) -> bool:
     return not a.date_only and not b.date_only and a.effective == b.effective
 
 
-def _sum(parts: list[LabResult], analyte: str, tier: int) -> LabResult | None:
-    """Sum absolute counts or percentages of one specimen; censored parts are not summed."""
+def _earliest(parts: Iterable[LabResult]) -> LabResult:
+    return min(parts, key=_collected)
+
+
+def _untrusted_part(parts: Iterable[LabResult]) -> LabResult | None:
+    """The part of a derived value whose number cannot be trusted, by smallest identity (order-free)."""
+    bad = [p for p in parts if p.problem is not None]
+    return min(bad, key=_identity) if bad else None
+
+
+def _sum(parts: list[LabResult], analyte: str, tier: int, at: LabResult) -> LabResult | None:
+    """Sum absolute counts or percentages of one specimen, timed as ``at`` (the specimen's earliest
+    part); censored parts are not summed. An untrusted part makes an untrusted sum (spec §1.5 rule 3
+    step 2): it is still a result of the analyte, one that says "missing", never "skip me"."""
+    refs = tuple(p.observation for p in parts if p.observation)
+    if (bad := _untrusted_part(parts)) is not None:
+        return LabResult(
+            analyte,
+            tier,
+            None,
+            None,
+            at.effective,
+            any(p.date_only for p in parts),
+            any(p.timing_imprecise for p in parts),
+            bad.observation,
+            bad.problem,
+            parts[0].specimen,
+            derived_from=refs,
+        )
     if any(p.comparator for p in parts):
         return None
-    earliest = min(parts, key=lambda p: p.effective)
-    total = sum((p.value for p in parts), Decimal(0))
+    total = sum((_value(p) for p in parts), Decimal(0))
     return LabResult(
         analyte,
         tier,
         total,
         None,
-        earliest.effective,
+        at.effective,
         any(p.date_only for p in parts),
         any(p.timing_imprecise for p in parts),
         parts[0].observation,
         _guard(analyte, total),
         parts[0].specimen,
-        derived_from=tuple(p.observation for p in parts if p.observation),
+        derived_from=refs,
     )
 
 
@@ -339,6 +374,49 @@ def _guard(analyte: str, value: Decimal) -> Problem | None:
     return None if is_plausible(analyte, value) else "implausible"
 
 
+def _with_bands(seg: LabResult, bands: list[LabResult], analyte: str, tier: int) -> list[LabResult]:
+    """Segs plus each band result of the specimen (segs alone when it has none): several band results
+    of one specimen give one candidate each, all at the specimen's earliest time, so that the
+    selection scores the worst of them (spec §1.5 rule 3 step 4) whatever their order."""
+    at = _earliest([seg, *bands])
+    combos = [[seg, b] for b in bands] if bands else [[seg]]
+    return [s for parts in combos if (s := _sum(parts, analyte, tier, at)) is not None]
+
+
+def _times(wbc: LabResult, pct: LabResult, at: LabResult) -> LabResult:
+    """ANC = WBC × neutrophil % / 100 of one specimen, timed as ``at``; untrusted if a part is."""
+    refs = tuple(dict.fromkeys(x for x in (wbc.observation, *pct.derived_from, pct.observation) if x))
+    date_only, imprecise = wbc.date_only or pct.date_only, wbc.timing_imprecise or pct.timing_imprecise
+    if (bad := _untrusted_part((wbc, pct))) is not None:
+        return LabResult(
+            "anc",
+            2,
+            None,
+            None,
+            at.effective,
+            date_only,
+            imprecise,
+            bad.observation,
+            bad.problem,
+            wbc.specimen,
+            derived_from=refs,
+        )
+    anc = _value(wbc) * _value(pct) / 100
+    return LabResult(
+        "anc",
+        2,
+        anc,
+        wbc.comparator,
+        at.effective,
+        date_only,
+        imprecise,
+        wbc.observation,
+        _guard("anc", anc),
+        wbc.specimen,
+        derived_from=refs,
+    )
+
+
 def derive_anc(results: list[LabResult]) -> list[LabResult]:
     """Extra ANC candidates: segs + bands (absolute), and WBC × neutrophil % (spec §1.6).
 
@@ -346,78 +424,194 @@ def derive_anc(results: list[LabResult]) -> list[LabResult]:
     better source exists in the same time category. Bands are added to a *segmented* %, never to a
     total neutrophil %, which already includes bands (CIBMTR): adding them there would raise the
     ANC and could hide a point.
+
+    Every combination of a specimen's parts is a candidate, at the specimen's earliest time: with
+    several WBC (or band) results of one specimen the selection takes the one giving the lowest ANC
+    (spec §1.5 rule 3 step 4), never the first listed. A part whose number is untrusted (implausible,
+    rejected unit) gives an untrusted candidate (``problem`` set, no value), which makes the ANC
+    missing where it is at least as recent as the result that would be used (step 2).
     """
-    ok = [r for r in results if r.problem is None and r.effective is not None]
-    by = {
-        a: [r for r in ok if r.analyte == a] for a in ("seg_abs", "band_abs", "wbc", "neut_pct", "seg_pct", "band_pct")
-    }
+    valued = [r for r in results if r.effective is not None and (r.problem is None or r.problem in UNTRUSTED)]
+    by: dict[str, list[LabResult]] = {a: [] for a in _ANC_PARTS}
+    for r in valued:
+        if r.analyte in by:
+            by[r.analyte].append(r)
     out: list[LabResult] = []
     for seg in by["seg_abs"]:
-        bands = [b for b in by["band_abs"] if _same_specimen(seg, b)][:1]
-        if (s := _sum([seg, *bands], "anc", 1)) is not None:
-            out.append(s)
+        out += _with_bands(seg, [b for b in by["band_abs"] if _same_specimen(seg, b)], "anc", 1)
     pcts = list(by["neut_pct"])
     for seg in by["seg_pct"]:
-        bands = [b for b in by["band_pct"] if _same_specimen(seg, b)][:1]
-        if (s := _sum([seg, *bands], "neut_pct", 0)) is not None:
-            pcts.append(s)
+        pcts += _with_bands(seg, [b for b in by["band_pct"] if _same_specimen(seg, b)], "neut_pct", 0)
     for pct in pcts:
-        if pct.comparator or pct.problem:
-            continue
-        for wbc in by["wbc"]:
-            if not _same_specimen(wbc, pct):
-                continue
-            anc = wbc.value * pct.value / 100
-            earliest = min((wbc, pct), key=lambda p: p.effective)
-            refs = tuple(dict.fromkeys(x for x in (wbc.observation, *pct.derived_from, pct.observation) if x))
-            out.append(
-                LabResult(
-                    "anc",
-                    2,
-                    anc,
-                    wbc.comparator,
-                    earliest.effective,
-                    wbc.date_only or pct.date_only,
-                    wbc.timing_imprecise or pct.timing_imprecise,
-                    wbc.observation,
-                    _guard("anc", anc),
-                    wbc.specimen,
-                    derived_from=refs,
-                )
-            )
-            break
+        if pct.problem is None and pct.comparator:
+            continue  # a censored percentage gives no number to multiply
+        wbcs = [w for w in by["wbc"] if _same_specimen(w, pct)]
+        if wbcs:
+            at = _earliest([pct, *wbcs])
+            out += [_times(wbc, pct, at) for wbc in wbcs]
     return out
 
 
 # ---------------------------------------------------------------- selection
 
+# Analytes whose low values score (spec §1.3); for the others (CRP, ferritin, and LDH and creatinine,
+# which raise EASIX [DESIGN]) the high values are the worse ones.
+_LOWER_IS_WORSE = frozenset({"anc", "hemoglobin", "platelets"})
+# Among equal numbers, the comparator that reaches furthest in the worse direction first.
+_DOWNWARD = {"<": 0, "<=": 1, None: 2, ">=": 3, ">": 4}
+_UPWARD = {">": 0, ">=": 1, None: 2, "<=": 3, "<": 4}
 
-def _pick(cands: list[LabResult]) -> LabResult | None:
-    """Best tier first, then the most recent (spec §1.5 rule 3: no averaging)."""
-    if not cands:
+
+def _collected(r: LabResult) -> datetime:
+    assert r.effective is not None  # results without a time never reach the selection
+    return r.effective
+
+
+def _value(r: LabResult) -> Decimal:
+    assert r.value is not None  # only results without a problem are scored or combined
+    return r.value
+
+
+Identity = tuple[object, ...]
+
+
+def _identity(r: LabResult) -> Identity:
+    """A total order over everything a result can show (id first: "the smallest Observation id"), so
+    that a choice between otherwise equal results never falls to the order they arrived in."""
+    eff = r.effective
+    return (
+        r.observation is None,
+        r.observation or "",
+        eff.isoformat() if eff is not None else "",
+        r.derived_from,
+        r.value is None,
+        r.value if r.value is not None else Decimal(0),
+        r.comparator or "",
+        r.problem or "",
+        r.tier,
+        r.date_only,
+        r.timing_imprecise,
+        r.specimen or "",
+        r.reference_high is None,
+        r.reference_high if r.reference_high is not None else Decimal(0),
+        tuple(sorted(r.interpretation)),
+    )
+
+
+def _worst_first(analyte: str, r: LabResult) -> tuple[Decimal, int]:
+    """Sort key: the worst value first (lowest ANC, Hb, PLT; highest CRP, ferritin), a censored value
+    by its bound, "<20" before "20" before ">20" for a count (the other way round for CRP)."""
+    v = _value(r)
+    if analyte in _LOWER_IS_WORSE:
+        return v, _DOWNWARD[r.comparator]
+    return -v, _UPWARD[r.comparator]
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """What one window (current or stale) says about an analyte: the result shown and its points,
+    the other results of the same tier and time behind those points, or the untrusted result that
+    makes the analyte missing there."""
+
+    used: LabResult | None
+    points: Points | None
+    tied: tuple[LabResult, ...] = ()
+    untrusted: LabResult | None = None
+
+
+def _newest_untrusted(results: Iterable[LabResult], since: datetime | None, tz: tzinfo) -> LabResult | None:
+    """The newest untrusted result collected at or after ``since`` (any, when None). A date-only one
+    counts from its day's end: collected some time that day, it may be the newer one [DESIGN, safe]."""
+    bad = [r for r in results if r.problem in UNTRUSTED]
+    if since is not None:
+        day = since.astimezone(tz).date()
+        bad = [r for r in bad if _collected(r) >= since or (r.date_only and _collected(r).date() >= day)]
+    if not bad:
         return None
-    return min(cands, key=lambda r: (r.tier, -r.effective.timestamp()))
+    newest = max(_collected(r) for r in bad)
+    return min((r for r in bad if _collected(r) == newest), key=_identity)
+
+
+def _choose(analyte: str, results: list[LabResult], rules: LabRules) -> _Choice:
+    """Spec §1.5 rule 3 over one window's results, whatever their order.
+
+    1. a result without a number is no result (status, dataAbsentReason, no numeric valueQuantity);
+    2. an untrusted result at least as recent as the one step 3 picks makes the analyte missing;
+    3. the best tier, then the most recent collection time;
+    4. several results of that tier and time: the pointwise worst of their points intervals, shown
+       by the worst value (then the smallest Observation id).
+    """
+    ht = analyte in MAX_POINTS
+    if len(results) == 1 and results[0].problem is None:  # the usual case: one result in the window
+        r = results[0]
+        return _Choice(r, points(analyte, r.span(), rules.inclusive_boundaries) if ht else None)
+    missing = points(analyte, None) if ht else None
+    usable = [r for r in results if r.problem is None]
+    if not usable:
+        return _Choice(None, missing, untrusted=_newest_untrusted(results, None, rules.tz))
+    tier = min(r.tier for r in usable)
+    when = max(_collected(r) for r in usable if r.tier == tier)
+    if (blocker := _newest_untrusted(results, when, rules.tz)) is not None:
+        return _Choice(None, missing, untrusted=blocker)
+    same = [r for r in usable if r.tier == tier and _collected(r) == when]
+    if len(same) == 1:
+        r = same[0]
+        return _Choice(r, points(analyte, r.span(), rules.inclusive_boundaries) if ht else None)
+    if not ht:
+        shown = _first(same, lambda r: (0, 0, *_worst_first(analyte, r)))
+        return _Choice(shown, None, _others(same, shown))
+    pts = {id(r): points(analyte, r.span(), rules.inclusive_boundaries) for r in same}
+    worst = Points(max(p.min for p in pts.values()), max(p.max for p in pts.values()))
+    # The result carrying the most points is shown (for exact values that is the worst value; it
+    # decides only between censored ones, e.g. ">50" before 100 platelets).
+    shown = _first(same, lambda r: (-pts[id(r)].max, -pts[id(r)].min, *_worst_first(analyte, r)))
+    return _Choice(shown, worst, _others(same, shown))
+
+
+def _first(results: list[LabResult], rank: Callable[[LabResult], tuple[int, int, Decimal, int]]) -> LabResult:
+    """The result of the lowest rank, and between equal ranks the smallest identity (computed only
+    then: ties of rank are rare)."""
+    ranked = [(rank(r), r) for r in results]
+    best = min(k for k, _ in ranked)
+    top = [r for k, r in ranked if k == best]
+    return top[0] if len(top) == 1 else min(top, key=_identity)
+
+
+def _others(same: list[LabResult], shown: LabResult) -> tuple[LabResult, ...]:
+    rest = list(same)
+    rest.remove(shown)
+    return tuple(rest) if len(rest) == 1 else tuple(sorted(rest, key=_identity))
 
 
 # Analytes that only serve to derive an ANC (derive_anc): their results are always read in full,
 # whatever their date, because a derived value takes the earliest time of its parts.
 _ANC_PARTS = frozenset({"seg_abs", "band_abs", "wbc", "neut_pct", "seg_pct", "band_pct"})
 
+# A stale result not read yet: (tier, -timestamp) sort key, and the Observation with its code and
+# collection time, or (obs None) a derived result already built.
+_Pending = tuple[tuple[int, float], dict[str, Any] | None, LabCode | None, Effective | LabResult]
+
 
 def assess_all(
-    observations: Iterable[dict], patient_id: str, t0: datetime, vs: ValueSets, rules: LabRules, analytes: Iterable[str]
+    observations: Iterable[dict[str, Any]],
+    patient_id: str,
+    t0: datetime,
+    vs: ValueSets,
+    rules: LabRules,
+    analytes: Iterable[str],
 ) -> dict[str, Component]:
     """Each analyte's component over all parseable observations (and the derived ANCs).
 
     An Observation's value is read only when it can matter: results without a collection time, after
-    T0 or older than the lookback are skipped; a stale result is read only when the analyte has no
-    usable current one, and then in order of preference (best tier, most recent) until the first
-    usable one. ANC parts are always read (derive_anc needs all of them).
+    T0 or older than the lookback are skipped; stale results are read only when the analyte has no
+    usable current one, and then in order of preference (best tier, most recent) up to the first
+    usable one and every one at least as recent (ties, untrusted values). ANC parts are always read
+    (derive_anc needs all of them).
     """
     clock = _Clock(t0, rules)
     parts: list[LabResult] = []
     current: dict[str, list[LabResult]] = {}
-    stale: dict[str, list[tuple[tuple[int, float], dict | None, LabCode | None, Effective | LabResult]]] = {}
+    stale: dict[str, list[_Pending]] = {}
     for obs in observations:
         head = _head(obs, patient_id, vs, rules)
         if head is None:
@@ -434,41 +628,60 @@ def assess_all(
         elif tc == "stale":
             stale.setdefault(lab.analyte, []).append(((lab.tier, -eff[0].timestamp()), obs, lab, eff))
     for r in derive_anc(parts):  # after the direct results
-        if r.effective is None:
-            continue
-        tc = clock.classify(r.effective, r.date_only)
+        when = _collected(r)
+        tc = clock.classify(when, r.date_only)
         if tc == "current":
             current.setdefault(r.analyte, []).append(r)
         elif tc == "stale":
-            stale.setdefault(r.analyte, []).append(((r.tier, -r.effective.timestamp()), None, None, r))
-    return {a: _assess(a, current.get(a, ()), stale.get(a, ()), rules) for a in analytes}
+            stale.setdefault(r.analyte, []).append(((r.tier, -when.timestamp()), None, None, r))
+    return {a: _assess(a, current.get(a, []), stale.get(a, []), rules) for a in analytes}
 
 
-def _assess(analyte: str, current: Iterable[LabResult], stale: Iterable[tuple], rules: LabRules) -> Component:
-    """One analyte's component from its in-window results and its stale ones (not yet read): the best
-    usable current result, else the best usable stale one (provisional only), else missing."""
-    usable: list[LabResult] = []
-    rejected = 0
-    implausible = False
-    for r in current:
-        if r.problem is not None:
-            rejected += 1
-            implausible |= r.problem in ("implausible", "unit")
-        else:
-            usable.append(r)
-
-    def pts(r: LabResult | None) -> Points | None:
-        if analyte not in MAX_POINTS:
-            return None
-        return points(analyte, r.span() if r else None, rules.inclusive_boundaries)
-
-    missing = pts(None)
-    if (cur := _pick(usable)) is not None:
-        p = pts(cur)
-        return Component(analyte, "censored" if cur.comparator else "current", cur, p, p, rejected)
-    # _pick(stale) = the first usable one in (tier, -timestamp) order; sorted() keeps ties in input order.
-    for _, obs, lab, item in sorted(stale, key=lambda entry: entry[0]):
-        r = item if obs is None else _body(obs, lab, item, rules)
+def _read_stale(stale: list[_Pending], rules: LabRules) -> list[LabResult]:
+    """The stale results that rule 3 can need, read in order of preference: up to the first usable
+    one, then every one collected at least as recently (its ties, and untrusted values of any tier),
+    from the start of its day (a date-only result of that day may be the newer one). The rest (a
+    worse tier and older) cannot change the choice, and stay unread."""
+    ordered = sorted(stale, key=lambda entry: entry[0])
+    out: list[LabResult] = []
+    for i, (_, obs, lab, item) in enumerate(ordered):
+        r = _read(obs, lab, item, rules)
+        out.append(r)
         if r.problem is None:
-            return Component(analyte, "stale", r, missing, pts(r), rejected)
-    return Component(analyte, "implausible" if implausible else "missing", None, missing, missing, rejected)
+            day = datetime.combine(_collected(r).astimezone(rules.tz).date(), time(0), rules.tz)
+            floor = -day.timestamp()
+            out += [_read(o, c, x, rules) for key, o, c, x in ordered[i + 1 :] if key[1] <= floor]
+            break
+    return out
+
+
+def _read(obs: dict[str, Any] | None, lab: LabCode | None, item: Effective | LabResult, rules: LabRules) -> LabResult:
+    if obs is None or lab is None:
+        assert isinstance(item, LabResult)
+        return item
+    assert not isinstance(item, LabResult)
+    return _body(obs, lab, item, rules)
+
+
+def _assess(analyte: str, current: list[LabResult], stale: list[_Pending], rules: LabRules) -> Component:
+    """One analyte's component from its in-window results and its stale ones (not yet read): the
+    current window's choice, else the stale window's on its own (provisional only), else missing.
+    An untrusted result that made a window's analyte missing is named (``untrusted``)."""
+    rejected = sum(1 for r in current if r.problem is not None)
+    cur = _choose(analyte, current, rules)
+    if cur.used is not None:
+        return Component(
+            analyte,
+            "censored" if cur.used.comparator else "current",
+            cur.used,
+            cur.points,
+            cur.points,
+            rejected,
+            tied=cur.tied,
+        )
+    old = _choose(analyte, _read_stale(stale, rules), rules) if stale else _Choice(None, cur.points)
+    if old.used is not None:
+        return Component(analyte, "stale", old.used, cur.points, old.points, rejected, cur.untrusted, old.tied)
+    untrusted = cur.untrusted or old.untrusted
+    status: Status = "implausible" if untrusted is not None else "missing"
+    return Component(analyte, status, None, cur.points, cur.points, rejected, untrusted)

@@ -81,7 +81,7 @@ def diabetes(
             continue
         if is_diabetes_code(c.get("code"), extra_snomed):
             evidence.append(f"Condition/{c['id']}" if isinstance(c.get("id"), str) else "Condition")
-    return bool(evidence), tuple(evidence)
+    return bool(evidence), tuple(sorted(evidence))  # sorted: never the order the Conditions came in
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,8 @@ def ecog(observations: Iterable[dict], patient_id: str) -> int | None:
         # Any JSON may stand there; an undated ECOG still counts, but after every dated one.
         parsed = parse_fhir_datetime(raw, UTC) if isinstance(raw, str) else None
         when = parsed[0] if parsed else datetime.min.replace(tzinfo=UTC)
-        if best is None or when > best[0]:
+        # Two scores at one time: the higher (worse) one, whatever their order.
+        if best is None or (when, value) > best:
             best = (when, value)
     return best[1] if best else None
 
