@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
-from typing import Literal
+from typing import Any, Literal
 
 from service.clinical.fhirjson import as_list, dicts
 from service.clinical.hematotox import MAX_POINTS, Points, Span, points
@@ -94,7 +94,7 @@ class Component:
 _SANE_YEARS = (1900, 2200)
 
 
-def parse_fhir_datetime(text: str, tz: tzinfo) -> tuple[datetime, bool] | None:
+def parse_fhir_datetime(text: object, tz: tzinfo) -> tuple[datetime, bool] | None:
     """FHIR dateTime → (aware datetime, date_only). Year or year-month only → None (too vague).
 
     A datetime without an offset (invalid FHIR, common in feeds) is read in the facility zone.
@@ -134,7 +134,7 @@ def _decimal(x: object) -> Decimal | None:
     return d if d.is_finite() and -30 <= d.adjusted() <= 30 else None
 
 
-def _subject_ok(obs: dict, patient_id: str) -> bool:
+def _subject_ok(obs: dict[str, Any], patient_id: str) -> bool:
     subject = obs.get("subject")
     if subject is None:  # optional in R4; the query already selected the patient
         return True
@@ -142,7 +142,7 @@ def _subject_ok(obs: dict, patient_id: str) -> bool:
     return isinstance(ref, str) and (ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}"))
 
 
-def _effective(obs: dict, tz: tzinfo) -> tuple[datetime, bool, bool] | None:
+def _effective(obs: dict[str, Any], tz: tzinfo) -> tuple[datetime, bool, bool] | None:
     """(when, date_only, imprecise) of specimen collection; `issued` only as a last resort."""
     raw = obs.get("effectiveDateTime") or obs.get("effectiveInstant")
     period = obs.get("effectivePeriod")
@@ -158,7 +158,7 @@ def _effective(obs: dict, tz: tzinfo) -> tuple[datetime, bool, bool] | None:
     return when, date_only, imprecise or date_only
 
 
-def parse_observation(obs: dict, patient_id: str, vs: ValueSets, rules: LabRules) -> LabResult | None:
+def parse_observation(obs: dict[str, Any], patient_id: str, vs: ValueSets, rules: LabRules) -> LabResult | None:
     """One Observation → a LabResult, or None when it is not one of our lab codes / patients."""
     head = _head(obs, patient_id, vs, rules)
     return None if head is None else _body(obs, *head, rules)
@@ -188,7 +188,7 @@ def _head(obs: object, patient_id: str, vs: ValueSets, rules: LabRules) -> tuple
     return lab, _effective(obs, rules.tz)
 
 
-def _body(obs: dict, lab: LabCode, eff: Effective | None, rules: LabRules) -> LabResult:
+def _body(obs: dict[str, Any], lab: LabCode, eff: Effective | None, rules: LabRules) -> LabResult:
     """The rest of parse_observation: status, value, unit, plausibility."""
     analyte = lab.analyte
     when, date_only, imprecise = eff if eff is not None else (None, False, False)
@@ -218,6 +218,7 @@ def _body(obs: dict, lab: LabCode, eff: Effective | None, rules: LabRules) -> La
             problem = "no-value"
     if problem is not None:
         return LabResult(analyte, lab.tier, None, None, when, date_only, imprecise, ref, problem, specimen)
+    assert isinstance(q, dict) and raw_value is not None  # for mypy: no problem means both were read
     comparator = q.get("comparator")
     if comparator is not None and not (isinstance(comparator, str) and comparator in COMPARATORS):
         return LabResult(analyte, lab.tier, None, None, when, date_only, imprecise, ref, "comparator", specimen)
@@ -248,7 +249,7 @@ def _body(obs: dict, lab: LabCode, eff: Effective | None, rules: LabRules) -> La
     )
 
 
-def _reference_high(obs: dict, analyte: str, rules: LabRules) -> Decimal | None:
+def _reference_high(obs: dict[str, Any], analyte: str, rules: LabRules) -> Decimal | None:
     for rr in dicts(obs.get("referenceRange")):
         high = rr.get("high")
         if isinstance(high, dict) and (v := _decimal(high.get("value"))) is not None:
@@ -260,7 +261,7 @@ def _reference_high(obs: dict, analyte: str, rules: LabRules) -> Decimal | None:
     return None
 
 
-def _interpretation(obs: dict) -> frozenset[str]:
+def _interpretation(obs: dict[str, Any]) -> frozenset[str]:
     raw = obs.get("interpretation")
     if not raw:
         return _NOTHING
@@ -296,6 +297,18 @@ class _Clock:
 # ---------------------------------------------------------------- derived ANC
 
 
+def _when(r: LabResult) -> datetime:
+    """The time of a usable result (derive_anc and _pick see only those)."""
+    assert r.effective is not None
+    return r.effective
+
+
+def _value(r: LabResult) -> Decimal:
+    """The value of a usable result (derive_anc sees only those)."""
+    assert r.value is not None
+    return r.value
+
+
 def _same_specimen(a: LabResult, b: LabResult) -> bool:
     if a.specimen and b.specimen:
         return a.specimen == b.specimen
@@ -306,8 +319,8 @@ def _sum(parts: list[LabResult], analyte: str, tier: int) -> LabResult | None:
     """Sum absolute counts or percentages of one specimen; censored parts are not summed."""
     if any(p.comparator for p in parts):
         return None
-    earliest = min(parts, key=lambda p: p.effective)
-    total = sum((p.value for p in parts), Decimal(0))
+    earliest = min(parts, key=_when)
+    total = sum((_value(p) for p in parts), Decimal(0))
     return LabResult(
         analyte,
         tier,
@@ -357,8 +370,8 @@ def derive_anc(results: list[LabResult]) -> list[LabResult]:
         for wbc in by["wbc"]:
             if not _same_specimen(wbc, pct):
                 continue
-            anc = wbc.value * pct.value / 100
-            earliest = min((wbc, pct), key=lambda p: p.effective)
+            anc = _value(wbc) * _value(pct) / 100
+            earliest = min((wbc, pct), key=_when)
             refs = tuple(dict.fromkeys(x for x in (wbc.observation, *pct.derived_from, pct.observation) if x))
             out.append(
                 LabResult(
@@ -386,7 +399,7 @@ def _pick(cands: list[LabResult]) -> LabResult | None:
     """Best tier first, then the most recent (spec §1.5 rule 3: no averaging)."""
     if not cands:
         return None
-    return min(cands, key=lambda r: (r.tier, -r.effective.timestamp()))
+    return min(cands, key=lambda r: (r.tier, -_when(r).timestamp()))
 
 
 # Analytes that only serve to derive an ANC (derive_anc): their results are always read in full,
@@ -394,8 +407,17 @@ def _pick(cands: list[LabResult]) -> LabResult | None:
 _ANC_PARTS = frozenset({"seg_abs", "band_abs", "wbc", "neut_pct", "seg_pct", "band_pct"})
 
 
+# A stale result not yet read: (sort key, Observation, its code, its time) or (key, None, None, a derived result).
+_Stale = tuple[tuple[int, float], dict[str, Any] | None, LabCode | None, Effective | LabResult]
+
+
 def assess_all(
-    observations: Iterable[dict], patient_id: str, t0: datetime, vs: ValueSets, rules: LabRules, analytes: Iterable[str]
+    observations: Iterable[dict[str, Any]],
+    patient_id: str,
+    t0: datetime,
+    vs: ValueSets,
+    rules: LabRules,
+    analytes: Iterable[str],
 ) -> dict[str, Component]:
     """Each analyte's component over all parseable observations (and the derived ANCs).
 
@@ -407,7 +429,7 @@ def assess_all(
     clock = _Clock(t0, rules)
     parts: list[LabResult] = []
     current: dict[str, list[LabResult]] = {}
-    stale: dict[str, list[tuple[tuple[int, float], dict | None, LabCode | None, Effective | LabResult]]] = {}
+    stale: dict[str, list[_Stale]] = {}
     for obs in observations:
         head = _head(obs, patient_id, vs, rules)
         if head is None:
@@ -434,7 +456,7 @@ def assess_all(
     return {a: _assess(a, current.get(a, ()), stale.get(a, ()), rules) for a in analytes}
 
 
-def _assess(analyte: str, current: Iterable[LabResult], stale: Iterable[tuple], rules: LabRules) -> Component:
+def _assess(analyte: str, current: Iterable[LabResult], stale: Iterable[_Stale], rules: LabRules) -> Component:
     """One analyte's component from its in-window results and its stale ones (not yet read): the best
     usable current result, else the best usable stale one (provisional only), else missing."""
     usable: list[LabResult] = []
@@ -458,7 +480,11 @@ def _assess(analyte: str, current: Iterable[LabResult], stale: Iterable[tuple], 
         return Component(analyte, "censored" if cur.comparator else "current", cur, p, p, rejected)
     # _pick(stale) = the first usable one in (tier, -timestamp) order; sorted() keeps ties in input order.
     for _, obs, lab, item in sorted(stale, key=lambda entry: entry[0]):
-        r = item if obs is None else _body(obs, lab, item, rules)
+        if isinstance(item, LabResult):
+            r = item
+        else:
+            assert obs is not None and lab is not None  # an Observation's entry carries both
+            r = _body(obs, lab, item, rules)
         if r.problem is None:
             return Component(analyte, "stale", r, missing, pts(r), rejected)
     return Component(analyte, "implausible" if implausible else "missing", None, missing, missing, rejected)
