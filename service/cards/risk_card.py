@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
 
 from service.clinical.assessment import Assessment
 from service.clinical.hematotox import HT_ANALYTES, Score
@@ -57,7 +58,7 @@ def _score_text(s: Score) -> str:
 
 
 def _group_json(s: Score, with_open: bool) -> dict:
-    out = {"min": s.min, "max": s.max, "group": s.group, "ultraHigh": s.ultra_high}
+    out: dict[str, Any] = {"min": s.min, "max": s.max, "group": s.group, "ultraHigh": s.ultra_high}
     if with_open and s.could_change_group:
         out["couldChangeGroup"] = list(s.could_change_group)
     return out
@@ -65,9 +66,11 @@ def _group_json(s: Score, with_open: bool) -> dict:
 
 def _component_json(c: Component) -> dict:
     pts = c.confirmed
+    assert pts is not None  # the card lists HT components only, and every one has points
     out: dict = {"analyte": c.analyte, "status": c.status, "points": {"min": pts.min, "max": pts.max}}
     r = c.used
     if r is not None:
+        assert r.value is not None and r.effective is not None  # `used` is a usable result
         out["value"] = number(r.value)
         out["unit"] = r.unit
         if r.comparator:
@@ -125,6 +128,7 @@ def _result_text(c: Component) -> str:
     if r is None:
         return "—"
     unit = DISPLAY_UNITS.get(r.unit, r.unit)
+    assert r.value is not None  # `used` is a usable result
     return f"{r.comparator or ''}{number(r.value)} {unit}"
 
 
@@ -154,11 +158,12 @@ def detail(a: Assessment, tz: tzinfo, ruleset: str, nrm: NrmProfile | None = Non
         "|---|---|---|---|---|",
     ]
     for x in HT_ANALYTES:
-        c = a.components[x]
-        when = _when(c.used.effective, tz, c.used.date_only) if c.used else "—"
-        pts = c.confirmed
-        p = f"{pts.min}" if pts.min == pts.max else f"{pts.min}–{pts.max} (unknown)"
-        lines.append(f"| {LAB_NAMES[x]} | {_result_text(c)} | {when} | {p} | {STATUS_TEXT[c.status]} |")
+        comp = a.components[x]
+        when = _when(comp.used.effective, tz, comp.used.date_only) if comp.used and comp.used.effective else "—"
+        pts = comp.confirmed
+        assert pts is not None  # every HT component has points
+        shown = f"{pts.min}" if pts.min == pts.max else f"{pts.min}–{pts.max} (unknown)"
+        lines.append(f"| {LAB_NAMES[x]} | {_result_text(comp)} | {when} | {shown} | {STATUS_TEXT[comp.status]} |")
     c = a.confirmed
     lines.append("")
     if c.group == "indeterminate":
@@ -169,7 +174,9 @@ def detail(a: Assessment, tz: tzinfo, ruleset: str, nrm: NrmProfile | None = Non
     if a.provisional is not None:
         p = a.provisional
         stale = [a.components[x] for x in HT_ANALYTES if a.components[x].status == "stale"]
-        dates = sorted({s.used.effective.astimezone(tz).strftime("%Y-%m-%d") for s in stale})
+        dates = sorted(
+            {s.used.effective.astimezone(tz).strftime("%Y-%m-%d") for s in stale if s.used and s.used.effective}
+        )
         lines.append(
             f"Provisional, based on labs from {', '.join(dates)}: {p.group.upper()}, score "
             f"{_score_text(p)}. Not the confirmed result: repeat "
@@ -240,7 +247,7 @@ def _notes(a: Assessment) -> list[str]:
     return notes
 
 
-def indicator(a: Assessment) -> str:
+def indicator(a: Assessment) -> Literal["info", "warning"]:
     return "info" if a.confirmed.group == "low" else "warning"
 
 
