@@ -229,7 +229,7 @@ def lacking(templates: Mapping[str, str], prefetch: object, *, paginated: bool =
 
 
 async def resolve(
-    templates: dict[str, str],
+    templates: Mapping[str, str],
     context: dict,
     prefetch: dict | None,
     client: FhirClient | None,
