@@ -28,20 +28,29 @@ class Pin:
         return self.marker is None or self.marker.evaluate()
 
 
-def pins(lock: str) -> dict[str, Pin]:
-    """name → Pin; a requirement line that is neither a pin nor a hash fails loudly."""
-    out: dict[str, Pin] = {}
-    current: Pin | None = None
+def all_pins(lock: str) -> list[Pin]:
+    """Every pin of the lock; a universal lock may pin one name twice, under disjoint markers (e.g.
+    one version for Python 3.11 and a newer one for 3.12+). A line that is neither a pin nor a hash
+    fails loudly."""
+    out: list[Pin] = []
     for line in (REQUIREMENTS / lock).read_text("utf-8").splitlines():
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         if m := _PIN.match(line):
             marker = Marker(m["marker"]) if m["marker"] else None
-            current = Pin(canonicalize_name(m["name"]), m["version"], marker, set())
-            assert current.name not in out, f"{lock}: {current.name} pinned twice"
-            out[current.name] = current
-        elif (m := _HASH.match(line)) and current is not None:
-            current.hashes.add(m["digest"])
+            out.append(Pin(canonicalize_name(m["name"]), m["version"], marker, set()))
+        elif (m := _HASH.match(line)) and out:
+            out[-1].hashes.add(m["digest"])
         else:
             raise AssertionError(f"{lock}: not a pinned requirement or its hash: {line!r}")
+    return out
+
+
+def pins(lock: str) -> dict[str, Pin]:
+    """name → the pin pip installs on this interpreter and platform (at most one per name)."""
+    out: dict[str, Pin] = {}
+    for pin in all_pins(lock):
+        if pin.applies():
+            assert pin.name not in out, f"{lock}: two pins of {pin.name} apply here"
+            out[pin.name] = pin
     return out
