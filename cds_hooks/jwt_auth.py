@@ -8,10 +8,14 @@ All cryptography is joserfc's (RFC 7515/7517/7519); this module only decides *wh
 A token is accepted only when every check passes:
 - compact JWS, at most MAX_TOKEN_BYTES; `alg` one of ALLOWED_ALGORITHMS (asymmetric only: never
   `none`, never HS*); `kid` present; `typ`, when present, is JWT; unknown `crit` extensions refused;
-- `iss` is a configured issuer; `jku`, when present, is on that issuer's allowlist;
-- the signature verifies with the key of that `kid` from the issuer's JWKS (a local file, or a URL
-  fetched with httpx and cached), or from the allowlisted `jku`. An unknown `kid` refreshes the
-  set once (key rotation), at most once per `min_refresh_seconds` per source;
+- `iss` is a configured issuer;
+- the signature verifies with the key of that `kid` from the issuer's configured JWKS (a local
+  file, or a URL fetched with httpx and cached); only when the kid is not there, from the token's
+  `jku`, and only when that URL is on the issuer's allowlist (else refused: `jku`). A `jku` that is
+  not allowlisted is never fetched, and it carries no trust either way: the signature is checked
+  with a key we already hold, so a token found in the configured keys is accepted whatever its
+  `jku` says (EHRs such as Epic and the CDS Hooks sandbox put one on every token). An unknown
+  `kid` refreshes a set once (key rotation), at most once per `min_refresh_seconds` per source;
 - `aud` (string or array) holds one of the expected URLs (the URL the client called);
 - `exp`, `iat` present and `nbf` when present, each with `leeway_seconds`; `exp` not further away
   than `max_token_lifetime_seconds`;
@@ -19,8 +23,10 @@ A token is accepted only when every check passes:
   in a bounded in-memory cache: with several processes or replicas, replay is detected per
   process only.
 
-Any failure raises AuthError with a short reason code for the service's log. The caller answers a
-bare 401 and must never echo the reason, the token or any claim.
+Any failure raises AuthError with a short reason code for the service's log, the claim at fault
+when a claim failed, and for `aud` the expected and the received audiences (a misconfigured base
+URL, e.g. `localhost` against `127.0.0.1`, is otherwise undiagnosable); nothing else of the token.
+The caller answers a bare 401 and must never echo the reason, the token or any claim.
 
 Nothing in this module knows anything clinical.
 """
@@ -39,7 +45,7 @@ from typing import Any
 import cachetools
 import httpx
 from joserfc import jws
-from joserfc.errors import JoseError
+from joserfc.errors import ClaimError, JoseError
 from joserfc.jwk import ECKey, Key, KeySet, OKPKey, RSAKey
 from joserfc.jwt import JWTClaimsRegistry
 
@@ -66,12 +72,30 @@ MIN_RSA_BITS = 2048
 _ASYMMETRIC_KTY = {"EC", "RSA", "OKP"}
 
 
-class AuthError(Exception):
-    """The token is not accepted. `reason` is a short code for logs; never send it to the caller."""
+# What of a refused token's `aud` the log may show: a few bounded strings.
+_MAX_LOGGED_AUDIENCES = 5
+_MAX_LOGGED_CHARS = 200
 
-    def __init__(self, reason: str) -> None:
+
+class AuthError(Exception):
+    """The token is not accepted. `reason` is a short code for logs; never send it to the caller.
+
+    `claim` names the claim at fault; `details` holds what the log may show of it (only for `aud`:
+    the expected and the received audiences)."""
+
+    def __init__(self, reason: str, claim: str | None = None, details: dict[str, Any] | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.claim = claim
+        self.details = details or {}
+
+    def log_fields(self) -> dict[str, Any]:
+        return {"claim": self.claim, **self.details} if self.claim else {}
+
+
+def _loggable_audiences(value: object) -> list[str]:
+    values = value if isinstance(value, list) else [value]
+    return [v[:_MAX_LOGGED_CHARS] for v in values if isinstance(v, str)][:_MAX_LOGGED_AUDIENCES]
 
 
 @dataclass(frozen=True)
@@ -305,9 +329,9 @@ class JwtVerifier:
         iss = claims.get("iss")
         issuer = self._issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
-            raise AuthError("iss")
+            raise AuthError("iss", "iss")
         jku = header.get("jku")
-        if jku is not None and (not isinstance(jku, str) or jku not in issuer.jku_allowlist):
+        if jku is not None and not isinstance(jku, str):
             raise AuthError("jku")
 
         key = await self._key(issuer, kid, jku)
@@ -324,16 +348,23 @@ class JwtVerifier:
         return VerifiedToken(issuer.issuer, claims, header)
 
     async def _key(self, issuer: _IssuerKeys, kid: str, jku: str | None) -> Key | None:
-        sources = []
+        """The key of `kid`: from the issuer's configured keys, else from an allowlisted `jku`.
+
+        The configured keys come first and decide alone when they hold the kid (a kid found there
+        and a failing signature is a refusal, not a reason to look elsewhere). A `jku` off the
+        allowlist is refused without being contacted: fetching from a URL the token names would let
+        anyone make us request any URL, and would trust whatever keys it serves."""
         if issuer.configured is not None:
-            sources.append(issuer.configured)
-        if jku is not None and (issuer.configured is None or issuer.configured.location != jku):
-            sources.append(self._url_source(jku))
-        for source in sources:
-            key = await source.key_for(kid)
+            key = await issuer.configured.key_for(kid)
             if key is not None:
                 return key
-        return None
+        if jku is None:
+            return None
+        if jku not in issuer.jku_allowlist:
+            raise AuthError("jku")
+        if issuer.configured is not None and issuer.configured.location == jku:
+            return None  # the same set, just looked at (and refreshed if the kid was unknown)
+        return await self._url_source(jku).key_for(kid)
 
     def _check_claims(self, claims: dict, issuer: str, audiences: list[str]) -> None:
         cfg = self.config
@@ -349,13 +380,21 @@ class JwtVerifier:
         )
         try:
             registry.validate(claims)
+        except ClaimError as exc:
+            details = {}
+            if exc.claim == "aud":
+                details = {
+                    "expected": audiences[:_MAX_LOGGED_AUDIENCES],
+                    "received": _loggable_audiences(claims.get("aud")),
+                }
+            raise AuthError(f"claims:{type(exc).__name__}", exc.claim, details) from None
         except JoseError as exc:
             raise AuthError(f"claims:{type(exc).__name__}") from None
         exp = claims["exp"]
         if exp > now + cfg.max_token_lifetime_seconds + cfg.leeway_seconds:
-            raise AuthError("claims:lifetime")
+            raise AuthError("claims:lifetime", "exp")
         if not claims["jti"] or len(claims["jti"]) > 256:
-            raise AuthError("claims:jti")
+            raise AuthError("claims:jti", "jti")
 
     def _check_replay(self, issuer: str, claims: dict) -> None:
         key = (issuer, claims["jti"])

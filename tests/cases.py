@@ -337,6 +337,7 @@ def prefetch_for(observations: list[dict], patient: str) -> dict:
     pre["patient"] = {"resourceType": "Patient", "id": patient, "birthDate": "1960-01-01", "gender": "female"}
     pre["conditions"] = searchset([])
     pre["ecog"] = searchset([])
+    pre["medications"] = searchset([])
     return pre
 
 

@@ -1,8 +1,8 @@
 """A small in-memory FHIR R4 server for respx: enough search to stand in for the EHR in HTTP tests.
 
 `FakeFhir(base, resources, token=...)` answers what the service's prefetch templates ask:
-`Patient/{id}` reads, `Observation?patient=&code=sys|a,sys|b&_sort=-date&_count=` and
-`Condition?patient=&_count=`, with `next` links (`_offset`) and a page size the server may cap
+`Patient/{id}` reads, `Observation?patient=&code=sys|a,sys|b&_sort=-date&_count=`, `Condition?patient=&_count=` and
+`MedicationRequest?patient=&status=a,b&_count=`, with `next` links (`_offset`) and a page size the server may cap
 (`max_page_size`, as real servers do). It checks the bearer token like a real server (401 with an
 OperationOutcome) and records every request it answered in `requests`.
 """
@@ -61,6 +61,8 @@ class FakeFhir:
         hits = [r for r in self.resources if r["resourceType"] == rtype]
         if "patient" in params:
             hits = [r for r in hits if _ref_id(r) == params["patient"]]
+        if "status" in params:
+            hits = [r for r in hits if r.get("status") in params["status"].split(",")]
         if "code" in params:
             wanted = set(params["code"].split(","))
             hits = [r for r in hits if _codes(r) & wanted]

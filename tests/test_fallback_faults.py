@@ -94,6 +94,8 @@ def key_of(request: httpx.Request) -> str:
         return "patient"
     if request.url.path.endswith("/Condition"):
         return "conditions"
+    if request.url.path.endswith("/MedicationRequest"):
+        return "medications"
     return _CODE_PARAMS.get(request.url.params.get("code", ""), "?")
 
 

@@ -4,6 +4,7 @@ lost, with 50 concurrent writers and a crash-restart of the service, on SQLite a
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -103,6 +104,31 @@ def test_feedback_is_stored_once_however_often_it_is_sent(app_client):
     assert {r["outcome"] for r in stored} == {"overridden", "accepted"}
     assert all(r["service_id"] == SERVICE and r["card"] == CARD for r in stored)
     assert "patient declined" in next(r["item"] for r in stored if r["outcome"] == "overridden")
+
+
+def test_feedback_is_stored_as_the_client_sent_it(app_client):
+    c, (url, path) = app_client
+    item = {
+        "card": CARD,
+        "outcome": "accepted",
+        "acceptedSuggestions": [{"id": "s2"}, {"id": "s1"}],
+        "outcomeTimestamp": "2024-03-10T10:00:57.700Z",
+        "extension": {"https://ehr.example.org/ui": "sidebar"},  # a member the spec does not name
+    }
+    assert c.post(FEEDBACK, json={"feedback": [item]}).status_code == 200
+    # The same instant in two other spellings: the same feedback, stored once, as first sent.
+    for ts in ("2024-03-10T11:00:57.7+01:00", "2024-03-10T10:00:57.700000Z"):
+        assert c.post(FEEDBACK, json={"feedback": [{**item, "outcomeTimestamp": ts}]}).status_code == 200
+    (row,) = rows(url, path)
+    assert json.loads(row["item"]) == item and list(json.loads(row["item"])) == list(item)
+    assert '"outcomeTimestamp":"2024-03-10T10:00:57.700Z"' in row["item"]
+    assert row["outcome_timestamp"] == "2024-03-10T10:00:57.700000+00:00"  # the instant, for ordering
+    # A different instant is a different action.
+    assert (
+        c.post(FEEDBACK, json={"feedback": [{**item, "outcomeTimestamp": "2024-03-10T10:00:57.701Z"}]}).status_code
+        == 200
+    )
+    assert len(rows(url, path)) == 2
 
 
 def test_different_outcomes_of_one_card_are_all_kept(app_client):

@@ -33,11 +33,14 @@ def test_discovery_lists_both_hooks_with_restricted_prefetch(client):
         "ecog",
         "patient",
         "conditions",
+        "medications",
     }
+    # Active and draft orders, not filtered by code: text-only orders must be found too.
+    assert pre["medications"] == "MedicationRequest?patient={{context.patientId}}&status=active,draft&_count=100"
     for key, query in pre.items():
         assert "{{context.patientId}}" in query
         assert "today()" not in query
-        if key not in ("patient", "conditions"):  # every Observation key
+        if key not in ("patient", "conditions", "medications"):  # every Observation key
             assert query.startswith("Observation?patient={{context.patientId}}&code=http://loinc.org|")
             assert "&_sort=-date&_count=" in query
     assert "http://loinc.org|11039-5" not in pre["crp"]  # qualitative CRP is never asked for

@@ -9,13 +9,18 @@ import hashlib
 import hmac
 import json
 import time
+import tomllib
+from pathlib import Path
 
 import httpx
 import pytest
+import respx
 from fastapi.testclient import TestClient
+from joserfc import jws
 
-from cds_hooks.jwt_auth import AuthError, JwtVerifier, TrustedIssuer, VerifierConfig
+from cds_hooks.jwt_auth import AuthError, JwtVerifier, TrustedIssuer, VerifierConfig, key_set_from_json
 from service.web.app import create_app
+from service.web.settings import Settings
 from tests.cases import BY_NAME, hook_request
 from tests.conftest import dev_settings
 from tests.jwt_keys import BASE, ISSUER, Ehr, b64url, bearer, jwks, write_jwks
@@ -24,6 +29,7 @@ SIGN = "/cds-services/hematotox-order-sign"
 DISCOVERY = "/cds-services"
 FEEDBACK = SIGN + "/feedback"
 JKU_OK = "https://ehr.example.org/.well-known/jwks.json"
+EVIL_JKU = "https://evil.example.org/jwks.json"
 
 ES = Ehr(alg="ES384", kid="es-1")
 RS = Ehr(alg="RS384", kid="rs-1")
@@ -141,8 +147,10 @@ ATTACKS = {
     "right iss but another key (same kid)": (lambda aud: OTHER_KEY_SAME_KID.token(aud), "signature"),
     "right iss but another key (unknown kid)": (lambda aud: OTHER_KEY.token(aud), "kid"),
     "no kid": (lambda aud: ES.token(aud, header={"kid": None}), "kid"),
-    "jku not on the allowlist": (
-        lambda aud: ES.token(aud, header={"jku": "https://evil.example.org/jwks.json"}),
+    # A kid we do not hold and a jku we may not fetch from: nothing to verify with (never fetched,
+    # see test_a_jku_off_the_allowlist_is_never_contacted).
+    "unknown kid, jku not on the allowlist": (
+        lambda aud: OTHER_KEY.token(aud, header={"jku": EVIL_JKU}),
         "jku",
     ),
     "tampered payload": (tampered, "signature"),
@@ -398,3 +406,229 @@ def test_an_unexpected_error_in_verification_is_still_a_bare_401(secure, monkeyp
 
     monkeypatch.setattr(secure.app.state.jwt_verifier, "verify", broken)
     assert_bare_401(call(secure, "discovery", bearer(ES.token(url("discovery")))))
+
+
+# --------------------------------------------------------------------------- jku: a hint, never trust
+SANDBOX_ISSUER = "https://sandbox.cds-hooks.org"
+SANDBOX_JKU = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
+SANDBOX_KID = "44823f3d-0b01-4a6c-a80e-b9d3e8a7226f"
+# The sandbox's token shape (ES384, its kid, a jku on every token), signed with a key of our own.
+SANDBOX = Ehr(issuer=SANDBOX_ISSUER, alg="ES384", kid=SANDBOX_KID)
+SANDBOX_JWKS_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "jwks" / "sandbox.cds-hooks.org.json"
+
+
+def test_a_sandbox_token_with_a_jku_is_accepted_with_only_a_jwks_file(tmp_path):
+    settings = dev_settings(
+        service={"development_mode": False, "public_base_url": BASE},
+        trusted_clients=[{"issuer": SANDBOX_ISSUER, "jwks_file": str(write_jwks(tmp_path / "sandbox.json", SANDBOX))}],
+        fhir={"allowed_servers": []},
+        feedback={"sqlite_path": str(tmp_path / "feedback.sqlite3")},
+    )
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
+        jku = router.get(SANDBOX_JKU).respond(200, json=jwks(SANDBOX))
+        with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+            for which in CALLS:
+                token = SANDBOX.token(url(which), header={"jku": SANDBOX_JKU})
+                r = call(c, which, bearer(token))
+                assert r.status_code == 200, (which, r.text)
+            assert call(c, "service", bearer(SANDBOX.token(url("service"), header={"jku": SANDBOX_JKU}))).json()[
+                "cards"
+            ]
+    assert not jku.called  # not on any allowlist: the jku was never contacted
+
+
+def test_the_shipped_sandbox_jwks_is_a_usable_public_key_set():
+    data = json.loads(SANDBOX_JWKS_EXAMPLE.read_text())
+    assert all("d" not in k for k in data["keys"])  # public keys only
+    (key,) = key_set_from_json(data).keys
+    assert key.kid == SANDBOX_KID and key.as_dict()["crv"] == "P-384"
+    JwtVerifier([TrustedIssuer(SANDBOX_ISSUER, jwks_file=str(SANDBOX_JWKS_EXAMPLE))])  # loads as configuration
+
+
+@pytest.mark.parametrize("which", list(CALLS))
+def test_a_jku_off_the_allowlist_is_never_contacted(secure, caplog, which):
+    caplog.set_level("INFO", logger="hematotox.security")
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
+        evil = router.route(host="evil.example.org").respond(200, json=jwks(OTHER_KEY))
+        # Our kid, a stranger's jku: verified with the configured key, the jku ignored.
+        assert call(secure, which, bearer(ES.token(url(which), header={"jku": EVIL_JKU}))).status_code == 200
+        # A kid we do not hold and the stranger's jku (which holds that kid): still refused.
+        assert_bare_401(call(secure, which, bearer(OTHER_KEY.token(url(which), header={"jku": EVIL_JKU}))))
+    assert not evil.called
+    assert refusal_reasons(caplog) == ["jku"]
+
+
+class RecordingJwksHost(JwksHost):
+    def __init__(self, *ehrs: Ehr) -> None:
+        super().__init__(*ehrs)
+        self.urls: list[str] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.urls.append(str(request.url))
+        return super().handler(request)
+
+
+def test_configured_jwks_url_wins_and_a_foreign_jku_is_not_fetched():
+    host = RecordingJwksHost(ES)
+    v = JwtVerifier(
+        [TrustedIssuer(ISSUER, jwks_url="https://ehr.example.org/jwks")],
+        VerifierConfig(min_refresh_seconds=0),
+        http_client=host.client(),
+    )
+    assert verify(v, ES.token(AUD, header={"jku": EVIL_JKU})).issuer == ISSUER
+    with pytest.raises(AuthError, match="jku"):
+        verify(v, OTHER_KEY.token(AUD, header={"jku": EVIL_JKU}))
+    assert EVIL_JKU not in host.urls and set(host.urls) == {"https://ehr.example.org/jwks"}
+
+
+def test_a_kid_not_in_the_configured_keys_is_looked_up_at_an_allowlisted_jku(tmp_path):
+    rotated = Ehr(alg="ES384", kid="es-rotated")
+    host = RecordingJwksHost(rotated)
+    v = JwtVerifier(
+        [TrustedIssuer(ISSUER, jwks_file=str(write_jwks(tmp_path / "k.json", ES)), jku_allowlist=(JKU_OK,))],
+        http_client=host.client(),
+    )
+    assert verify(v, ES.token(AUD, header={"jku": JKU_OK})).issuer == ISSUER
+    assert host.urls == []  # the configured keys held the kid: nothing fetched
+    assert verify(v, rotated.token(AUD, header={"jku": JKU_OK})).issuer == ISSUER
+    assert host.urls == [JKU_OK]
+    with pytest.raises(AuthError, match="kid"):
+        verify(v, OTHER_KEY.token(AUD))  # no jku, kid unknown
+
+
+def test_a_jku_that_is_not_a_string_is_refused(tmp_path):
+    v = JwtVerifier([TrustedIssuer(ISSUER, jwks_file=str(write_jwks(tmp_path / "k.json", ES)))])
+    header = {"alg": "ES384", "typ": "JWT", "kid": ES.kid, "jku": {"url": JKU_OK}}
+    signing_input = f"{b64url(header)}.{b64url(ES.claims(AUD))}"
+    signature = jws.JWSRegistry.algorithms["ES384"].sign(signing_input.encode(), ES.key)
+    token = f"{signing_input}.{b64url(signature)}"  # joserfc will not sign a non-string jku itself
+    with pytest.raises(AuthError, match="jku"):
+        verify(v, token)
+
+
+# --------------------------------------------------------------------------- diagnosable refusals
+def refusal_events(caplog) -> list[dict]:
+    return [r.event for r in caplog.records if r.name == "hematotox.security" and r.event.get("status") == 401]
+
+
+def test_an_aud_refusal_logs_the_expected_and_the_received_audience(secure, caplog):
+    caplog.set_level("INFO", logger="hematotox.security")
+    called_localhost = "http://localhost:8080/cds-services"
+    token = ES.token(called_localhost)
+    assert_bare_401(call(secure, "discovery", bearer(token)))
+    (event,) = refusal_events(caplog)
+    assert event == {
+        "status": 401,
+        "reason": "claims:InvalidClaimError",
+        "claim": "aud",
+        "expected": [BASE + "/cds-services"],
+        "received": [called_localhost],
+        "path": "/cds-services",
+    }
+    logged = " ".join(r.getMessage() + json.dumps(r.event) for r in caplog.records)
+    for part in token.split("."):
+        assert part not in logged
+
+
+@pytest.mark.parametrize(
+    ("make", "claim", "reason"),
+    [
+        (
+            lambda: ES.token(AUD, exp=int(time.time()) - 300, iat=int(time.time()) - 900),
+            "exp",
+            "claims:ExpiredTokenError",
+        ),
+        (lambda: ES.token(AUD, nbf=int(time.time()) + 600), "nbf", "claims:InvalidClaimError"),
+        (lambda: ES.token(AUD, iat=int(time.time()) + 600), "iat", "claims:InvalidClaimError"),
+        (lambda: ES.token(AUD, jti=None), "jti", "claims:MissingClaimError"),
+        (lambda: ES.token(AUD, exp=int(time.time()) + 30 * 86400), "exp", "claims:lifetime"),
+        (lambda: STRANGER.token(AUD), "iss", "iss"),
+    ],
+    ids=["expired", "nbf", "iat", "no jti", "lifetime", "iss"],
+)
+def test_a_claim_refusal_names_the_claim_and_nothing_of_its_value(secure, caplog, make, claim, reason):
+    caplog.set_level("INFO", logger="hematotox.security")
+    assert_bare_401(call(secure, "discovery", bearer(make())))
+    (event,) = refusal_events(caplog)
+    assert event == {"status": 401, "reason": reason, "claim": claim, "path": "/cds-services"}
+
+
+def test_a_missing_aud_logs_what_was_expected_and_nothing_received(secure, caplog):
+    caplog.set_level("INFO", logger="hematotox.security")
+    assert_bare_401(call(secure, "discovery", bearer(ES.token(AUD, aud=None))))
+    (event,) = refusal_events(caplog)
+    assert event["claim"] == "aud" and event["expected"] == [AUD] and event["received"] == []
+
+
+def test_logged_audiences_are_bounded(secure, caplog):
+    caplog.set_level("INFO", logger="hematotox.security")
+    many = [f"https://x{i}.example.org/" + "a" * 500 for i in range(20)]
+    assert_bare_401(call(secure, "discovery", bearer(ES.token(many))))
+    (event,) = refusal_events(caplog)
+    assert len(event["received"]) == 5 and all(len(a) == 200 for a in event["received"])
+
+
+def test_header_refusals_log_no_claim(secure, caplog):
+    caplog.set_level("INFO", logger="hematotox.security")
+    assert_bare_401(call(secure, "discovery", bearer(OTHER_KEY.token(AUD))))
+    (event,) = refusal_events(caplog)
+    assert event == {"status": 401, "reason": "kid", "path": "/cds-services"}
+
+
+# --------------------------------------------------------------------------- who called
+def hook_callers(caplog) -> list[str]:
+    return [r.event["caller"] for r in caplog.records if r.name == "hematotox.hook" and r.msg == "hook"]
+
+
+def test_every_hook_log_line_says_how_the_caller_was_authenticated(secure, tmp_path, caplog):
+    caplog.set_level("INFO", logger="hematotox.hook")
+    assert call(secure, "service", bearer(ES.token(url("service")))).status_code == 200
+    not_ld = hook_request("order-sign", "p", None, orders=[])  # no LD order: the early answer logs too
+    assert secure.post(SIGN, json=not_ld, headers=bearer(ES.token(url("service")))).status_code == 200
+    assert hook_callers(caplog) == [ISSUER, ISSUER]
+    caplog.clear()
+    with TestClient(create_app(secure_settings(tmp_path, development_mode=True))) as dev:
+        assert call(dev, "service").status_code == 200  # no token: development convenience
+        assert call(dev, "service", bearer(ES.token(url("service")))).status_code == 200
+    assert hook_callers(caplog) == ["none (development mode)", ISSUER]
+
+
+# --------------------------------------------------------------------------- the README's snippets
+def readme_toml(marker: str) -> dict:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```toml\n")[1:]]
+    (block,) = [b for b in blocks if marker in b]
+    return tomllib.loads(block)
+
+
+def test_the_readme_sandbox_configuration_knows_the_sandbox_key_and_never_fetches_its_jku(tmp_path, caplog):
+    config = readme_toml('issuer = "https://sandbox.cds-hooks.org"')
+    (client,) = config["trusted_clients"]
+    client["jwks_file"] = str(Path(__file__).resolve().parent.parent / client["jwks_file"])
+    settings = Settings(**config, feedback={"sqlite_path": str(tmp_path / "f.sqlite3")})
+    base = settings.service.public_base_url
+    caplog.set_level("INFO", logger="hematotox.security")
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
+        jku = router.get(SANDBOX_JKU).respond(200, json=jwks(SANDBOX))
+        with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+            # The sandbox's kid and jku, signed with a key that is not the sandbox's: the kid is found
+            # in the shipped public key set, so the signature decides (and fails), the jku is ignored.
+            token = SANDBOX.token(base + DISCOVERY, header={"jku": SANDBOX_JKU})
+            assert_bare_401(c.get(DISCOVERY, headers=bearer(token)))
+    assert not jku.called
+    assert refusal_reasons(caplog) == ["signature"]
+
+
+def test_the_readme_jku_configuration_fetches_keys_from_the_allowlisted_jku(tmp_path):
+    config = readme_toml("the exact URL(s) its tokens name")
+    (client,) = config["trusted_clients"]
+    (allowed,) = client["jku_allowlist"]
+    settings = secure_settings(tmp_path)
+    settings.trusted_clients[:] = Settings(trusted_clients=config["trusted_clients"]).trusted_clients
+    with respx.mock(assert_all_mocked=True) as router:
+        router.get(allowed).respond(200, json=jwks(ES))
+        with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+            assert (
+                c.get(DISCOVERY, headers=bearer(ES.token(url("discovery"), header={"jku": allowed}))).status_code == 200
+            )
+            assert_bare_401(c.get(DISCOVERY, headers=bearer(ES.token(url("discovery"), header={"jku": EVIL_JKU}))))

@@ -184,6 +184,7 @@ def test_full_hook_leaves_no_token_jwt_or_lab_value_in_the_logs(tmp_path, capfd,
     records = [json.loads(line) for line in lines]  # JSON lines, every one of them
     hook_lines = [r for r in records if r.get("msg") == "hook"]
     assert hook_lines and all(r["hookInstance"] == HOOK_INSTANCE for r in hook_lines)
+    assert all(r["caller"] == ehr.issuer for r in hook_lines)  # who called: the verified issuer
     assert any(r.get("logger") == "uvicorn.access" for r in records)  # uvicorn's lines were captured too
 
     secrets = [ACCESS_TOKEN, COMMENT, "Jane Roe", PATIENT]

@@ -111,7 +111,7 @@ def risk(body: dict) -> dict:
 
 def test_order_sign_reuses_order_select_data_with_zero_fhir_requests(client, fhir):
     selected = hook(client, "order-select")
-    assert len(fhir.requests) == 10  # every key, nothing prefetched
+    assert len(fhir.requests) == 11  # every key, nothing prefetched
     fhir.requests.clear()
     signed = hook(client, "order-sign")
     assert fhir.requests == []
@@ -124,7 +124,7 @@ def test_another_patient_is_a_miss(client, fhir):
     hook(client, "order-select", "pat-A")
     fhir.requests.clear()
     signed = hook(client, "order-sign", "pat-B")
-    assert len(fhir.requests) == 10
+    assert len(fhir.requests) == 11
     assert risk(signed)["extension"]["hematotox-cds"]["hematotox"]["confirmed"]["group"] == "low"  # B's own data
 
 
@@ -132,20 +132,20 @@ def test_another_issuer_is_a_miss(client, fhir):
     hook(client, "order-select", issuer="https://ehr-one.example.org")
     fhir.requests.clear()
     hook(client, "order-sign", issuer="https://ehr-two.example.org")
-    assert len(fhir.requests) == 10
+    assert len(fhir.requests) == 11
     fhir.requests.clear()
     hook(client, "order-sign", issuer="https://ehr-one.example.org")
     assert fhir.requests == []
     fhir.requests.clear()
     hook(client, "order-sign")  # no verified client (development mode) is yet another issuer
-    assert len(fhir.requests) == 10
+    assert len(fhir.requests) == 11
 
 
 def test_another_user_is_a_miss(client, fhir):
     hook(client, "order-select", user="Practitioner/doc1")
     fhir.requests.clear()
     hook(client, "order-sign", user="Practitioner/doc2")
-    assert len(fhir.requests) == 10
+    assert len(fhir.requests) == 11
 
 
 @pytest.mark.parametrize("change", ["start", "drug", "id", "added-order"])
@@ -163,7 +163,7 @@ def test_changed_ld_orders_are_a_miss(client, fhir, change):
     else:
         orders = ld_orders("pat-A", drugs=("24698", "3002", "134547"))
     hook(client, "order-sign", orders=orders)
-    assert len(fhir.requests) == 10
+    assert len(fhir.requests) == 11
 
 
 def test_a_non_ld_order_alongside_does_not_matter(client, fhir):
@@ -189,7 +189,7 @@ def test_expired_ttl_is_a_miss(client, fhir, clock):
     assert fhir.requests == []
     clock.now += 2
     hook(client, "order-sign")
-    assert len(fhir.requests) == 10
+    assert len(fhir.requests) == 11
 
 
 def test_prefetch_wins_over_the_cache_and_only_lacking_keys_are_reused(client, fhir):
@@ -207,11 +207,11 @@ def test_order_sign_does_not_store_and_order_select_does_not_read(client, fhir):
     hook(client, "order-sign")
     fhir.requests.clear()
     hook(client, "order-sign")
-    assert len(fhir.requests) == 10
+    assert len(fhir.requests) == 11
     hook(client, "order-select")
     fhir.requests.clear()
     hook(client, "order-select")
-    assert len(fhir.requests) == 10
+    assert len(fhir.requests) == 11
 
 
 def test_failed_optional_keys_are_not_stored(client, fhir):
@@ -322,12 +322,14 @@ def test_one_log_line_per_hook_with_stages_cache_and_fetch_counts(client, fhir, 
             "hookInstance",
             "service",
             "hook",
+            "caller",
             "status",
             "cards",
             "ms",
             "cache",
             "fhir",
         }
+        assert line["caller"] == "none (development mode)"  # the client fixture runs without a JWT
         uuid.UUID(line["hookInstance"])
         assert set(line["ms"]) == {"parse", "fetch", "score", "cards"}
         assert all(isinstance(v, float) and v >= 0 for v in line["ms"].values())
@@ -335,15 +337,15 @@ def test_one_log_line_per_hook_with_stages_cache_and_fetch_counts(client, fhir, 
         text = orjson.dumps(line).decode()
         for secret in (TOKEN, "pat-A", "pat-B", "Bearer", "1960-01-01", "751-8", "doc1"):
             assert secret not in text
-    assert select["cache"] == "skip" and select["fhir"]["keysFetched"] == 10 and select["fhir"]["pages"] == 10
+    assert select["cache"] == "skip" and select["fhir"]["keysFetched"] == 11 and select["fhir"]["pages"] == 11
     assert hit["cache"] == "hit" and hit["fhir"] == {
         "keysFetched": 0,
         "keysFailed": 0,
-        "keysReused": 10,
+        "keysReused": 11,
         "pages": 0,
         "stoppedEarly": 0,
     }
-    assert miss["cache"] == "miss" and miss["fhir"]["keysFetched"] == 10
+    assert miss["cache"] == "miss" and miss["fhir"]["keysFetched"] == 11
     assert select["hook"] == "order-select" and select["status"] == 200 and select["cards"] == 2
 
 
@@ -355,7 +357,7 @@ def test_log_line_of_a_412_has_fetch_counts(client, caplog):
             assert client.post(SIGN, json=req).status_code == 412
     (line,) = hook_lines(caplog)
     assert line["status"] == 412 and line["cache"] == "miss"
-    assert line["fhir"]["keysFetched"] == 10 and line["fhir"]["keysFailed"] == 10
+    assert line["fhir"]["keysFetched"] == 11 and line["fhir"]["keysFailed"] == 11
     assert set(line["ms"]) == {"parse", "fetch"}
     assert TOKEN not in orjson.dumps(line).decode()
 

@@ -169,3 +169,137 @@ def test_date_only_t0_counts_the_whole_day(client):
     ht = ext["hematotox-cds"]["hematotox"]
     assert "t0-date-only" in ht["flags"]
     assert ht["confirmed"]["group"] == "high"
+
+
+# --------------------------------------------------------------------------- oral forms are not LD
+SNOMED = "http://snomed.info/sct"
+V3_ROUTE = "http://terminology.hl7.org/CodeSystem/v3-RouteOfAdministration"
+EPIC_ROUTE = "urn:oid:1.2.840.114350.1.13.0.1.7.4.798268.7025"  # a site-specific route code system
+IV_CY = med("cy", code="1734916", text="cyclophosphamide Injection")
+
+
+def dosed(order: dict, **dosage) -> dict:
+    order["dosageInstruction"] = [{"timing": {"repeat": {"boundsPeriod": {"start": T0}}}, **dosage}]
+    return order
+
+
+def route(system: str | None, code: str | None, display: str | None = None, text: str | None = None) -> dict:
+    coding = {k: v for k, v in {"system": system, "code": code, "display": display}.items() if v}
+    return {k: v for k, v in {"coding": [coding] if coding else None, "text": text}.items() if v}
+
+
+def sandbox_oral_fludarabine() -> dict:
+    """What the CDS Hooks sandbox sends when its only fludarabine is picked: a 30-day prescription."""
+    name = "Fludarabine phosphate 10 MG Oral Tablet"
+    order = med("sb", status="draft")
+    order["medicationCodeableConcept"] = {
+        "text": name,
+        "coding": [{"display": name, "system": RXNORM, "code": "828706"}],
+    }
+    order["dosageInstruction"] = [
+        {
+            "timing": {
+                "repeat": {"frequency": 1, "period": 1, "periodUnit": "d", "boundsPeriod": {"start": "2024-03-10"}}
+            },
+            "doseAndRate": [{"doseQuantity": {"value": 1, "system": "http://unitsofmeasure.org", "code": "{pill}"}}],
+        }
+    ]
+    order["dispenseRequest"] = {"expectedSupplyDuration": {"value": 30, "unit": "days", "code": "d"}}
+    return order
+
+
+ORAL = {
+    # by code: the medication's name says nothing of the form
+    "oral tablet code, plain name": [med("a", code="828706", text="fludarabine")],
+    "Oforta code": [med("a", code="877490", text="Fludarabine phosphate 10 MG [Oforta]")],
+    "oral cyclophosphamide code next to a CAR-T product": [
+        med("a", code="197550", text="cyclophosphamide"),
+        med("b", text="Yescarta (axicabtagene ciloleucel) suspension"),
+    ],
+    "oral tablet code, fludarabine IV cyclophosphamide": [med("a", code="828706", text="fludarabine"), IV_CY],
+    # by the medication's text
+    "the sandbox's order": [sandbox_oral_fludarabine()],
+    "text: tablet": [med("a", text="fludarabine 10 mg tablet")],
+    "text: PO": [med("a", text="Fludarabine 10 MG PO")],
+    "text: capsule": [med("a", code="3002", text="cyclophosphamide 50 mg capsule"), med("b", text="Kymriah")],
+    "text: oral brand": [med("a", text="Fludara oral")],
+    "coding display only": [
+        med("a", medicationCodeableConcept={"coding": [{"display": "Fludarabine 10 MG Oral Tab"}]})
+    ],
+    # by the dosage
+    "route SNOMED oral": [dosed(med("a", code="24698"), route=route(SNOMED, "26643006", "Oral route"))],
+    "route v3 PO": [dosed(med("a", code="24698"), route=route(V3_ROUTE, "PO"))],
+    "route site code 'Oral'": [dosed(med("a", code="24698"), route=route(EPIC_ROUTE, "15", "Oral"))],
+    "route text 'by mouth'": [dosed(med("a", code="24698"), route=route(None, None, text="by mouth"))],
+    "dosage text": [dosed(med("a", text="fludarabine"), text="Take 1 tablet by mouth daily for 5 days")],
+    "patient instruction": [dosed(med("a", code="24698"), patientInstruction="Swallow whole with water")],
+    "dose unit 'tablet'": [
+        dosed(med("a", code="24698"), doseAndRate=[{"doseQuantity": {"value": 4, "unit": "tablet"}}])
+    ],
+    "contained Medication form": [
+        med(
+            "a",
+            medicationReference={"reference": "#m1"},
+            contained=[
+                {
+                    "resourceType": "Medication",
+                    "id": "m1",
+                    "code": {"coding": [{"system": RXNORM, "code": "24698"}], "text": "fludarabine"},
+                    "form": {"coding": [{"system": SNOMED, "code": "385055001", "display": "Tablet"}]},
+                }
+            ],
+        )
+    ],
+}
+
+
+@pytest.mark.parametrize("orders", list(ORAL.values()), ids=list(ORAL))
+@pytest.mark.parametrize("url", [SIGN, SELECT], ids=["order-sign", "order-select"])
+def test_an_oral_form_of_an_ld_drug_is_not_lymphodepletion(client, orders, url):
+    hook = "order-sign" if url == SIGN else "order-select"
+    assert cards(client, url, hook_request(hook, "p1", OBS, orders=copy.deepcopy(orders))) == []
+
+
+def test_an_oral_dstu2_medication_order_is_not_lymphodepletion(client):
+    orders = ld_orders("p1")
+    for o in orders:
+        o["resourceType"] = "MedicationOrder"
+        o["patient"] = o.pop("subject")
+        o["dosageInstruction"][0]["route"] = route(SNOMED, "26643006", "Oral route")
+    assert cards(client, SIGN, hook_request("order-sign", "p1", OBS, orders=orders)) == []
+
+
+INTRAVENOUS = {
+    "IV route, oral premedication in the text": [
+        dosed(
+            med("a", code="24698"),
+            route=route(SNOMED, "47625008", "Intravenous route"),
+            text="30 mg/m2 over 30 min; ondansetron 8 mg PO 30 min before",
+        ),
+        IV_CY,
+    ],
+    "injection, oral antiemetic in the instruction": [
+        dosed(med("a", text="fludarabine phosphate injection"), patientInstruction="take your antiemetic by mouth"),
+        IV_CY,
+    ],
+    "IVPB text": [med("a", text="fludarabine 50 mg in NS 100 mL IVPB"), IV_CY],
+    "a word that only contains 'po'": [med("a", text="fludarabine 50 mg in polyolefin bag"), IV_CY],
+    "v3 IV route": [dosed(med("a", code="24698"), route=route(V3_ROUTE, "IVINFUS")), IV_CY],
+}
+
+
+@pytest.mark.parametrize("orders", list(INTRAVENOUS.values()), ids=list(INTRAVENOUS))
+def test_intravenous_ld_orders_trigger_even_when_oral_words_appear(client, orders):
+    assert len(cards(client, SIGN, hook_request("order-sign", "p1", OBS, orders=copy.deepcopy(orders)))) == 1
+
+
+def test_the_same_drug_without_an_oral_form_still_triggers(client):
+    # The contrast for the code path: the ingredient code with the same plain name is LD.
+    assert (
+        len(
+            cards(
+                client, SIGN, hook_request("order-sign", "p1", OBS, orders=[med("a", code="24698", text="fludarabine")])
+            )
+        )
+        == 1
+    )

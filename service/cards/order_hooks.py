@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from cds_hooks.models import Action, Card, Link, OrderContext, Source, Suggestion, selected_orders
-from service.cards.recommendation_card import OVERRIDE_REASONS, recommendation_card
+from service.cards.recommendation_card import LAB_OVERRIDE_REASONS, recommendation_card
 from service.cards.risk_card import (
     CALCULATOR_URL,
     LAB_NAMES,
@@ -28,6 +28,7 @@ from service.clinical.assessment import Assessment, assess_patient, ruleset_vers
 from service.clinical.labs import LabRules
 from service.clinical.nrm import ECOG_LOINC, NrmProfile, nrm_profile
 from service.clinical.orders import Trigger, find_trigger
+from service.clinical.prophylaxis_orders import ProphylaxisOrders, prophylaxis_orders
 from service.clinical.valuesets import LOINC, PREFETCH_GROUPS, ValueSets
 
 # Results per analyte search. The searches sort newest first, so the window's labs always come
@@ -36,6 +37,8 @@ from service.clinical.valuesets import LOINC, PREFETCH_GROUPS, ValueSets
 _COUNTS = {"anc": 100}
 _DEFAULT_COUNT = 50
 HT_KEYS = ("anc", "hemoglobin", "platelets", "crp", "ferritin")
+MEDICATIONS_KEY = "medications"
+_MED_COUNT = 100
 LAB_KEYS = tuple(PREFETCH_GROUPS)
 
 
@@ -50,6 +53,11 @@ def prefetch_templates(vs: ValueSets) -> dict[str, str]:
     out["ecog"] = f"Observation?patient={{{{context.patientId}}}}&code={LOINC}|{ECOG_LOINC}&_sort=-date&_count=5"
     out["patient"] = "Patient/{{context.patientId}}"
     out["conditions"] = "Condition?patient={{context.patientId}}&_count=200"
+    # Every active or draft order, not only the prophylaxis codes: a text-only order (no RxNorm) must
+    # be found too, and a code list would also grow with each site's extra codes; the drug classes
+    # are matched here (service/clinical/prophylaxis_orders.py), by code and by name.
+    meds = "MedicationRequest?patient={{context.patientId}}&status=active,draft"
+    out[MEDICATIONS_KEY] = f"{meds}&_count={_MED_COUNT}"
     return out
 
 
@@ -67,6 +75,8 @@ class Clinic:
     monitoring: str | None
     m_easix_crp_mg_per_l: bool
     extra_diabetes_snomed: frozenset[str]
+    # Where the card's "full rationale" link points (the service's own page); None: no such link.
+    rationale_url: str | None = None
 
     @property
     def ruleset(self) -> str:
@@ -104,6 +114,14 @@ def nrm_for(a: Assessment, ctx: OrderContext, data: Mapping[str, list[dict]], cl
     )
 
 
+def orders_for(ctx: OrderContext, data: Mapping[str, list[dict]], clinic: Clinic) -> ProphylaxisOrders:
+    """The prophylaxis drugs on order: the optional `medications` key (absent = could not be read)
+    and the hook's own draft orders, which count whether or not the chart could be read."""
+    return prophylaxis_orders(
+        _optional(data, MEDICATIONS_KEY), ctx.draft_orders, ctx.patient_id, clinic.vs, clinic.rules.tz
+    )
+
+
 # The constant parts of the risk card, validated once (strict models are immutable, so they can be shared).
 RISK_SOURCE = Source(label=SOURCE_LABEL, url=SOURCE_URL)
 RISK_LINKS = [
@@ -115,7 +133,9 @@ def risk_card(a: Assessment, nrm: NrmProfile, ctx: OrderContext, clinic: Clinic)
     tz = clinic.rules.tz
     suggestions = None
     if a.confirmed.could_change_group:
-        requests = missing_lab_requests(ctx.patient_id, list(a.confirmed.could_change_group), a.trigger.t0)
+        requests = missing_lab_requests(
+            ctx.patient_id, list(a.confirmed.could_change_group), a.trigger.t0, clinic.rules
+        )
         suggestions = [
             Suggestion(
                 label=f"Order {', '.join(LAB_NAMES[x] for x in a.confirmed.could_change_group)} before LD",
@@ -134,7 +154,7 @@ def risk_card(a: Assessment, nrm: NrmProfile, ctx: OrderContext, clinic: Clinic)
         source=RISK_SOURCE,
         suggestions=suggestions,
         selectionBehavior="any" if suggestions else None,
-        overrideReasons=OVERRIDE_REASONS if suggestions else None,
+        overrideReasons=LAB_OVERRIDE_REASONS if suggestions else None,
         links=RISK_LINKS,
         extension=extension(a, clinic.ruleset, nrm),
     )
@@ -155,5 +175,7 @@ def cards_for(trigger: Trigger, ctx: OrderContext, data: Mapping[str, list[dict]
             indeterminate_as_high=clinic.indeterminate_as_high,
             drugs=clinic.drugs,
             monitoring=clinic.monitoring,
+            on_chart=orders_for(ctx, data, clinic),
+            rationale_url=clinic.rationale_url,
         ),
     ]

@@ -7,10 +7,12 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 from cds_hooks.models import Action, Card, Link, OverrideReason, Source, Suggestion
+from service.cards.layout import References, fit_summary, item_line, legend
 from service.cards.suggestions import CBC_PANEL, DEFAULT_MONITORING, Drug, medication_request, service_request
 from service.clinical.assessment import Assessment
 from service.clinical.nrm import NrmProfile
-from service.clinical.recommendations import STRENGTH_WORDS, Recommendation, applicable
+from service.clinical.prophylaxis_orders import Ordered, ProphylaxisOrders
+from service.clinical.recommendations import SHORT_SOURCE, Recommendation, applicable
 
 OVERRIDE_SYSTEM = "https://hematotox-cds.org/CodeSystem/override-reason"
 OVERRIDE_REASONS = [
@@ -23,45 +25,50 @@ OVERRIDE_REASONS = [
         system=OVERRIDE_SYSTEM, code="not-applicable", display="Not applicable (e.g. not CAR-T lymphodepletion)"
     ),
 ]
+# The risk card's one-click order is for labs: its reasons to decline are a lab order's.
+LAB_OVERRIDE_REASONS = [
+    OverrideReason(system=OVERRIDE_SYSTEM, code="labs-already-ordered", display="Labs already ordered or collected"),
+    OverrideReason(
+        system=OVERRIDE_SYSTEM, code="ld-date-changes", display="LD start will change: order the labs later"
+    ),
+    OverrideReason(system=OVERRIDE_SYSTEM, code="local-protocol", display="Local protocol differs"),
+    OverrideReason(
+        system=OVERRIDE_SYSTEM, code="not-applicable", display="Not applicable (e.g. not CAR-T lymphodepletion)"
+    ),
+]
 
 # The constant parts of the card, validated once (strict models are immutable, so they can be shared).
 SOURCE = Source(
     label="EHA/EBMT ICAHT 2023; Rejeski 2023; Lemoine 2023 (DESCAR-T)", url="https://doi.org/10.1182/blood.2023020578"
 )
-LINKS = [
-    Link(label="ICAHT consensus (Blood 2023)", url="https://doi.org/10.1182/blood.2023020578", type="absolute"),
-    Link(
-        label="DESCAR-T NRM risk factors (Blood Adv 2023)",
-        url="https://doi.org/10.1182/bloodadvances.2023010624",
-        type="absolute",
-    ),
-]
 
 
-def _summary(group: str, items: list[Recommendation]) -> str:
-    ids = {r.id for r in items}
-    parts = []
-    if "R1" in ids:
-        parts.append("consider G-CSF from day +2")
-    if "R6" in ids:
-        parts.append("HSV/VZV prophylaxis from LD")
-    if "R3" in ids:
-        parts.append("intensified blood counts")
-    if "R7" in ids:
-        parts.append("PJP prophylaxis")
-    if "R1L" in ids:
-        parts.append("G-CSF probably not needed")
+def _summary(group: str, items: list[Recommendation], ordered: Mapping[str, Ordered]) -> str:
+    """What this patient still needs, most important first; an item already ordered is left out."""
+    ids = {r.id for r in items if not any(c in ordered for c in r.drugs)}
+    parts = [
+        text
+        for rid, text in (
+            ("R1", "consider G-CSF from day +2"),
+            ("R6", "HSV/VZV prophylaxis from LD"),
+            ("R3", "intensified blood counts"),
+            ("R7", "PJP prophylaxis"),
+            ("R1L", "G-CSF probably not needed"),
+        )
+        if rid in ids
+    ]
     head = {"high": "HT-high", "low": "HT-low", "indeterminate": "HT pending labs"}[group]
-    text = f"{head}: " + ", ".join(parts) if parts else f"{head}: infection prophylaxis before CAR-T"
-    if len(text) > 139:
-        text = text[: text.rfind(",", 0, 139)]
-    return text
+    return fit_summary(f"{head}: ", parts) if parts else f"{head}: infection prophylaxis before CAR-T"
 
 
-def _line(r: Recommendation, extrapolated: bool) -> str:
-    strength = "X" if extrapolated else r.strength
-    label, url = r.source
-    return f"- **{r.title}** ({r.id}). {r.text} — *{strength}: {STRENGTH_WORDS[strength]}*; source: [{label}]({url})"
+def _ordered_note(r: Recommendation, ordered: Mapping[str, Ordered]) -> str | None:
+    hits = [ordered[c] for c in r.drugs if c in ordered]
+    if not hits:
+        return None
+    return "already ordered: " + ", ".join(
+        f"{o.drug} {'(this order set)' if o.in_this_hook else (o.authored.isoformat() if o.authored else '(undated)')}"
+        for o in hits
+    )
 
 
 def recommendation_card(
@@ -74,13 +81,27 @@ def recommendation_card(
     indeterminate_as_high: bool,
     drugs: Mapping[str, Drug],
     monitoring: str | None,
+    on_chart: ProphylaxisOrders | None = None,
+    rationale_url: str | None = None,
 ) -> Card:
     group = a.confirmed.group
-    items, pending, summary, detail = _card_text(
-        group, nrm.diabetes, nrm.ferritin.elevated, frozenset(disabled), indeterminate_as_high, ruleset
+    chart = on_chart or ProphylaxisOrders({}, chart_read=False)
+    ordered = tuple(sorted(chart.ordered.items()))
+    items, pending, summary, detail, refs = _card_text(
+        group,
+        nrm.diabetes,
+        nrm.ferritin.elevated,
+        frozenset(disabled),
+        indeterminate_as_high,
+        ruleset,
+        ordered,
+        chart.chart_read,
     )
     extrapolated = group == "indeterminate" and indeterminate_as_high
-    suggestions = _suggestions(items, patient_id, drugs, monitoring, extrapolated)
+    suggestions = _suggestions(items, patient_id, drugs, monitoring, extrapolated, dict(ordered))
+    links = [*refs]
+    if rationale_url:
+        links.append(Link(label="Full rationale of every item (R1–R14)", url=rationale_url, type="absolute"))
     return Card(
         uuid=str(uuid.uuid4()),
         summary=summary,
@@ -90,7 +111,7 @@ def recommendation_card(
         suggestions=suggestions or None,
         selectionBehavior="any" if suggestions else None,
         overrideReasons=OVERRIDE_REASONS,
-        links=LINKS,
+        links=links,
         extension={
             "hematotox-cds": {
                 "rulesetVersion": ruleset,
@@ -104,6 +125,14 @@ def recommendation_card(
     )
 
 
+HEADINGS = {
+    "high": "HT-high",
+    "low": "HT-low",
+    "all": "All patients",
+    "nrm": "NRM factors (no combined score)",
+}
+
+
 @lru_cache(maxsize=256)
 def _card_text(
     group: str,
@@ -112,39 +141,57 @@ def _card_text(
     disabled: frozenset[str],
     indeterminate_as_high: bool,
     ruleset: str,
-) -> tuple[tuple[Recommendation, ...], tuple[Recommendation, ...], str, str]:
-    """(items, pending items, summary, detail): they depend on the group, the two NRM flags and the
-    site's settings only (no patient data), so each combination is written once per process."""
+    ordered: tuple[tuple[str, Ordered], ...],
+    chart_read: bool,
+) -> tuple[tuple[Recommendation, ...], tuple[Recommendation, ...], str, str, tuple[Link, ...]]:
+    """(items, pending items, summary, detail, reference links): they depend on the group, the NRM
+    flags, the drugs on order and the site's settings only, so each combination is written once."""
     items, pending = applicable(group, diabetes, ferritin_elevated, disabled, indeterminate_as_high)
+    on_order = dict(ordered)
     extrapolated = group == "indeterminate" and indeterminate_as_high
-    lines = [
-        f"**Infection prophylaxis and monitoring for CAR-T lymphodepletion** (CAR-HEMATOTOX "
-        f"{group.upper()}{', treated as possible HT-high by local protocol' if extrapolated else ''})",
-        "",
-    ]
-    by_audience: dict[str, list[Recommendation]] = {}
-    for r in items:
-        by_audience.setdefault(r.audience, []).append(r)
-    headings = {
-        "high": "For HT-high",
-        "low": "For HT-low",
-        "all": "For all CAR-T patients (any HT group)",
-        "diabetes": "Diabetes (DESCAR-T)",
-        "ferritin": "Elevated ferritin (DESCAR-T)",
-    }
-    for audience in ("high", "low", "all", "diabetes", "ferritin"):
-        if audience in by_audience:
-            lines.append(f"{headings[audience]}:")
-            lines += [_line(r, extrapolated and audience == "high") for r in by_audience[audience]]
-            lines.append("")
-    if pending:
-        lines.append("Pending the missing labs — apply if they confirm HT-high (not yet recommended):")
-        lines += [f"- {r.title} ({r.id})" for r in pending]
+    refs = References()
+    strengths: list[str] = []
+    head = {
+        "high": "HT-high",
+        "low": "HT-low",
+        "indeterminate": "HT indeterminate" + (" as HT-high (X)" if extrapolated else ""),
+    }[group]
+    lines: list[str] = []
+    sections = {"high": "high", "low": "low", "all": "all", "diabetes": "nrm", "ferritin": "nrm"}
+    for section in ("high", "low", "all", "nrm"):
+        chosen = [r for r in items if sections[r.audience] == section]
+        if not chosen:
+            continue
+        # The group's own items come first, under the card's heading.
+        lines.append(
+            f"**Infection prophylaxis, {head}:**"
+            if not lines and section in ("high", "low")
+            else f"**{HEADINGS[section]}:**"
+        )
+        for r in chosen:
+            strength = "X" if extrapolated and r.audience == "high" else r.strength
+            strengths.append(strength)
+            if "(X)" in r.short:
+                strengths.append("X")
+            n = refs.number(SHORT_SOURCE[r.source], r.source[1])
+            note = _ordered_note(r, on_order)
+            # Already on order: the item's name is enough, the note says what and since when.
+            text = (r.ordered or r.short) if note else r.short
+            lines.append(item_line(text, strength, n, note))
         lines.append("")
-    if diabetes and (group == "high" or ferritin_elevated):
-        lines.append("Flags are shown side by side; no combined score exists for them (R15).")
-    lines.append(f"Rule set {ruleset}: each item names its source and strength; drafts are for review.")
-    return tuple(items), tuple(pending), _summary(group, items), "\n".join(lines)
+    if not lines or not lines[0].startswith("**Infection"):
+        lines[:0] = [f"**Infection prophylaxis, {head}**", ""]
+    if pending:
+        lines.append(
+            "**If the labs confirm HT-high** (not yet): "
+            + ", ".join(f"{r.title.split(' (')[0]} ({r.id})" for r in pending)
+            + "."
+        )
+    if not chart_read:
+        lines.append("Medication list unreadable: cannot tell whether already ordered.")
+    lines += [legend(strengths), refs.line(), f"Rules {ruleset}."]
+    detail = "\n".join(lines)
+    return tuple(items), tuple(pending), _summary(group, items, on_order), detail, tuple(refs.links())
 
 
 def _suggestions(
@@ -153,10 +200,12 @@ def _suggestions(
     drugs: Mapping[str, Drug],
     monitoring: str | None,
     extrapolated: bool,
+    ordered: Mapping[str, Ordered],
 ) -> list[Suggestion]:
     out = []
     for r in items:
-        if r.order is None:
+        # No duplicate: a drug already on order (or in this order set) gets no button.
+        if r.order is None or r.order in ordered:
             continue
         if r.order == "monitoring":
             schedule = monitoring or DEFAULT_MONITORING

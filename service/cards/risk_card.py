@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
+from service.cards.layout import local_time
 from service.clinical.assessment import Assessment
 from service.clinical.hematotox import HT_ANALYTES, Score
 from service.clinical.labs import Component
@@ -30,7 +31,9 @@ LAB_NAMES = {
     "ldh": "LDH",
     "creatinine": "creatinine",
 }
+SHORT_NAMES = {"hemoglobin": "Hb", "platelets": "PLT"}
 DISPLAY_UNITS = {"10*9/L": "×10⁹/L", "g/dL": "g/dL", "mg/dL": "mg/dL", "ng/mL": "ng/mL", "U/L": "U/L"}
+SHORT_REGIMENS = {"flu-cy": "Flu/Cy", "fludarabine": "Flu", "bendamustine": "bendamustine", "cyclophosphamide": "Cy"}
 REGIMENS = {
     "flu-cy": "fludarabine/cyclophosphamide",
     "fludarabine": "fludarabine",
@@ -108,7 +111,7 @@ def labs_to_order(a: Assessment) -> list[str]:
 def summary(a: Assessment, tz: tzinfo) -> str:
     c = a.confirmed
     if c.group == "high":
-        band = ", ultra-high band" if c.ultra_high == "yes" else ""
+        band = ", ultra-high band (myeloma)" if c.ultra_high == "yes" else ""
         return (
             f"CAR-HEMATOTOX HIGH{band} (score {_score_text(c)} of 7): high risk of prolonged "
             f"neutropenia and severe infection"
@@ -132,69 +135,65 @@ def _result_text(c: Component) -> str:
     return f"{r.comparator or ''}{number(r.value)} {unit}"
 
 
-def _when(dt: datetime, tz: tzinfo, date_only: bool) -> str:
-    local = dt.astimezone(tz) if not date_only else dt
-    return local.strftime("%Y-%m-%d") if date_only else local.strftime("%Y-%m-%d %H:%M")
-
-
+# The normal state ("current": in the window) says nothing: the column is for what needs a look.
 STATUS_TEXT = {
-    "current": "within 3 days before LD",
-    "censored": "censored result (interval)",
-    "stale": "older than 3 days: not used for the confirmed score",
-    "missing": "no result: counted as unknown",
-    "implausible": "implausible value or unit: counted as unknown",
+    "current": "",
+    "censored": "censored",
+    "stale": "older: not counted",
+    "missing": "no result",
+    "implausible": "implausible",
 }
+
+
+def _points(c: Component) -> str:
+    pts = c.confirmed
+    assert pts is not None  # every HT component has points
+    return f"{pts.min}" if pts.min == pts.max else f"{pts.min}–{pts.max}"
 
 
 def detail(a: Assessment, tz: tzinfo, ruleset: str, nrm: NrmProfile | None = None) -> str:
     t0 = a.trigger.t0.astimezone(tz)
     window_start = (t0 - timedelta(days=3)).strftime("%Y-%m-%d")
+    c = a.confirmed
     lines = [
-        f"**CAR-HEMATOTOX: {a.confirmed.group.upper()}, score {_score_text(a.confirmed)} of 7** "
-        f"(HT-high = 2 or more). Labs counted: collected {window_start} to LD start "
-        f"{t0.strftime('%Y-%m-%d %H:%M')} ({REGIMENS[a.trigger.regimen]}).",
+        f"**{c.group.upper()}, score {_score_text(c)} of 7** (high ≥2). Labs {window_start} "
+        f"to LD start {local_time(a.trigger.t0, tz)} ({SHORT_REGIMENS[a.trigger.regimen]}).",
         "",
-        "| Lab | Result | Collected | Points | Status |",
+        "| Lab | Result | Collected | Points | Note |",
         "|---|---|---|---|---|",
     ]
     for x in HT_ANALYTES:
         comp = a.components[x]
-        when = _when(comp.used.effective, tz, comp.used.date_only) if comp.used and comp.used.effective else "—"
-        pts = comp.confirmed
-        assert pts is not None  # every HT component has points
-        shown = f"{pts.min}" if pts.min == pts.max else f"{pts.min}–{pts.max} (unknown)"
-        lines.append(f"| {LAB_NAMES[x]} | {_result_text(comp)} | {when} | {shown} | {STATUS_TEXT[comp.status]} |")
-    c = a.confirmed
+        used = comp.used
+        when = local_time(used.effective, tz, date_only=used.date_only) if used and used.effective else "—"
+        lines.append(
+            f"| {SHORT_NAMES.get(x, LAB_NAMES[x])} | {_result_text(comp)} | {when} | {_points(comp)} | "
+            f"{STATUS_TEXT[comp.status]} |".replace("|  |", "| |")
+        )
     lines.append("")
     if c.group == "indeterminate":
         lines.append(
-            f"**Not low risk until proven:** {', '.join(labs_to_order(a))} could move the score to "
-            f"HT-high. Collect within 3 days before LD start (one-click order below)."
+            f"**Not low risk until proven:** {', '.join(labs_to_order(a))} could make it HT-high; "
+            "collect in the 3 days before LD."
         )
     if a.provisional is not None:
         p = a.provisional
         stale = [a.components[x] for x in HT_ANALYTES if a.components[x].status == "stale"]
-        dates = sorted(
-            {s.used.effective.astimezone(tz).strftime("%Y-%m-%d") for s in stale if s.used and s.used.effective}
-        )
+        dates = sorted({local_time(s.used.effective, tz, date_only=True) for s in stale if s.used and s.used.effective})
         lines.append(
-            f"Provisional, based on labs from {', '.join(dates)}: {p.group.upper()}, score "
-            f"{_score_text(p)}. Not the confirmed result: repeat "
-            f"{', '.join(LAB_NAMES[s.analyte] for s in stale)} within 3 days before LD start."
+            f"Provisional (labs of {', '.join(dates)}): {p.group.upper()}, score {_score_text(p)}; "
+            f"repeat {', '.join(LAB_NAMES[s.analyte] for s in stale)} to confirm."
         )
     if c.ultra_high == "yes":
-        lines.append(
-            "Score 5 or more: ultra-high band, reported in myeloma only (markedly inferior PFS/OS; "
-            "prognostic, no specific management shown)."
-        )
+        lines.append("Ultra-high band (5 or more; myeloma only): inferior PFS/OS, prognostic only.")
     elif c.ultra_high == "possible" and c.group == "high":
-        lines.append("Ultra-high band (score 5 or more) possible with the missing labs.")
+        lines.append("Ultra-high band (5 or more; myeloma only) possible with the missing labs.")
     if nrm is not None:
-        lines += ["", nrm_detail(nrm, a), ""]
+        lines += ["", nrm_detail(nrm, a)]
     notes = _notes(a)
     if notes:
-        lines += ["Notes:"] + [f"- {n}" for n in notes]
-    lines += ["", f"Rules {ruleset}. Decision support for the CAR-T physician, not an order."]
+        lines += ["", *(f"- {n}" for n in notes)]
+    lines += ["", f"Rules {ruleset}; support, not an order."]
     text = "\n".join(lines)
     while "\n\n\n" in text:  # at most one blank line in a row (cheaper than a regex on every card)
         text = text.replace("\n\n\n", "\n\n")
@@ -204,24 +203,18 @@ def detail(a: Assessment, tz: tzinfo, ruleset: str, nrm: NrmProfile | None = Non
 def _notes(a: Assessment) -> list[str]:
     notes = []
     if "t0-assumed" in a.flags:
-        notes.append("The LD order has no planned start: LD start taken as now. Labs are counted back from now.")
+        notes.append("No planned start on the LD order: LD start taken as now; labs counted back from now.")
     if "t0-date-only" in a.flags:
-        notes.append("LD start has a date but no time: labs of that whole day are counted.")
+        notes.append("LD start has a date only: labs of that whole day count.")
     if "not-validated-for-regimen" in a.flags:
         what = (
             "bendamustine LD"
             if a.trigger.regimen == "bendamustine"
             else (a.trigger.product or REGIMENS[a.trigger.regimen])
         )
-        notes.append(
-            f"Extrapolated to {what}: the score was validated with Flu/Cy before axi-cel, "
-            "tisa-cel, ide-cel or cilta-cel."
-        )
+        notes.append(f"Extrapolated to {what}: validated with Flu/Cy before axi-cel, tisa-cel, ide-cel, cilta-cel.")
     if "boundary-ambiguity:ferritin" in a.flags:
-        notes.append(
-            "Ferritin exactly 2000 ng/mL: the source reads both 1 and 2 points here; 2 points "
-            "were given (the safer reading)."
-        )
+        notes.append("Ferritin exactly 2000 ng/mL: the source reads 1 or 2 points; 2 given (the safer reading).")
     cut = [
         f.split(":")[1]
         for f in a.flags
@@ -229,20 +222,17 @@ def _notes(a: Assessment) -> list[str]:
     ]
     if cut:
         notes.append(
-            f"Exactly at a cut-off ({', '.join(LAB_NAMES[x] for x in cut)}): scored as the "
-            "myeloma validation paper words it (inclusive)."
+            f"At a cut-off ({', '.join(LAB_NAMES[x] for x in cut)}): scored inclusive, as the myeloma paper words it."
         )
     imprecise = [f.split(":")[1] for f in a.flags if f.startswith("timing-imprecise:")]
     if imprecise:
         notes.append(
-            f"Collection time not exact for {', '.join(LAB_NAMES[x] for x in imprecise)} "
-            "(date only, or report time used)."
+            f"Collection time not exact for {', '.join(LAB_NAMES[x] for x in imprecise)} (date only or report time)."
         )
     rejected = [x for x in HT_ANALYTES if a.components[x].rejected_in_window]
     if rejected:
         notes.append(
-            f"Results not usable (status, unit or plausibility) were skipped for "
-            f"{', '.join(LAB_NAMES[x] for x in rejected)}."
+            f"Unusable results (status, unit, plausibility) skipped: {', '.join(LAB_NAMES[x] for x in rejected)}."
         )
     return notes
 
@@ -285,34 +275,28 @@ def nrm_extension(p: NrmProfile) -> dict:
     return out
 
 
-def _yes_no(v: bool | None, unknown: str) -> str:
-    return "yes" if v else ("no" if v is False else unknown)
-
-
 def nrm_detail(p: NrmProfile, a: Assessment) -> str:
-    dm = _yes_no(p.diabetes, "cannot tell (conditions not available)")
+    # "none recorded", not "no": an empty problem list does not prove the patient has no diabetes.
+    dm = {True: "yes", False: "none recorded", None: "cannot tell (no problem list)"}[p.diabetes]
     if p.ferritin.elevated is None:
         fer = (
-            "cannot tell (no ferritin within 3 days before LD)"
+            "cannot tell (none in window)"
             if a.components["ferritin"].used is None or a.components["ferritin"].status == "stale"
-            else "cannot tell (no reference range from the lab and no configured upper limit)"
+            else "cannot tell (no limit from lab or config)"
         )
     else:
-        fer = _yes_no(p.ferritin.elevated, "")
+        fer = "yes" if p.ferritin.elevated else "no"
     lines = [
-        "**NRM risk factors at LD (DESCAR-T, LBCL; associations, not a score):**",
-        f"- Diabetes: {dm} — independent NRM risk factor, OR 4.4 (95% CI 1.7–11.8); infectious NRM OR 8.1",
-        f"- Elevated ferritin at LD (above the lab's upper limit): {fer} — OR 2.7 (95% CI 1.0–7.4)",
+        "**NRM risk factors** (DESCAR-T, LBCL; not a score):",
+        f"- Diabetes: {dm} · OR 4.4 (1.7–11.8); infectious NRM 8.1",
+        f"- Ferritin > upper limit: {fer} · OR 2.7 (1.0–7.4)",
     ]
     e = p.easix
     if e.easix is not None:
         above = "above" if e.above_korell else "not above"
-        lines.append(
-            f"- EASIX {_round(e.easix)} (log2 {e.log2:.2f}), {above} 4.67: "
-            "a CRS/ICANS predictor (Korell 2022), not an infection score; informational"
-        )
+        lines.append(f"- EASIX {_round(e.easix)} (log2 {e.log2:.2f}), {above} 4.67: CRS/ICANS predictor (Korell 2022)")
     else:
-        lines.append("- EASIX not computed: needs LDH, creatinine and platelets within 3 days before LD")
+        lines.append("- EASIX not computed (needs LDH, creatinine, platelets)")
     ctx = []
     if p.age is not None:
         ctx.append(f"age {p.age}")
@@ -321,7 +305,7 @@ def nrm_detail(p: NrmProfile, a: Assessment) -> str:
     for x in ("hemoglobin", "platelets", "crp", "ldh"):
         c = a.components.get(x)
         if c is not None and c.status in ("current", "censored"):
-            ctx.append(f"{LAB_NAMES[x]} {_result_text(c)}")
+            ctx.append(f"{SHORT_NAMES.get(x, LAB_NAMES[x])} {_result_text(c)}")
     if ctx:
-        lines.append(f"- Univariate only (not independent, do not weight): {', '.join(ctx)}")
+        lines.append(f"- Univariate only, do not weight: {', '.join(ctx)}")
     return "\n".join(lines)

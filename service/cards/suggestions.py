@@ -7,8 +7,9 @@ schedule are site configuration; the defaults below are labelled as such.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
+from service.clinical.labs import LabRules, eligible_window
 from service.clinical.valuesets import LOINC, RXNORM
 
 
@@ -85,9 +86,10 @@ def service_request(
     return sr
 
 
-def missing_lab_requests(patient_id: str, analytes: list[str], t0: datetime) -> list[dict]:
-    """Exactly the labs that keep the HT group open, to be collected within 3 days before LD."""
-    window = (t0 - timedelta(days=3), t0)
+def missing_lab_requests(patient_id: str, analytes: list[str], t0: datetime, rules: LabRules) -> list[dict]:
+    """Exactly the labs that keep the HT group open, to be collected within the window the score
+    counts (facility calendar days, spec §1.5 rule 2), so that a result drawn in it is used."""
+    window = eligible_window(t0, rules)
     return [
         service_request(
             patient_id,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
@@ -292,6 +292,16 @@ class _Clock:
         if day >= self.lookback_start:
             return "stale"
         return "old"
+
+
+def eligible_window(t0: datetime, rules: LabRules) -> tuple[datetime, datetime]:
+    """The eligible window of spec §1.5 rule 2 as two instants in the facility zone, with their
+    offsets: from the start of the local calendar day T0 − window_days to T0 (what _Clock counts as
+    "current"). The round trip through UTC moves a midnight that a DST change skips (America/Santiago,
+    America/Havana) to the first local time of that day; a repeated midnight keeps its first instant."""
+    first_day = t0.astimezone(rules.tz).date() - timedelta(days=rules.window_days)
+    start = datetime.combine(first_day, time.min, rules.tz).astimezone(UTC).astimezone(rules.tz)
+    return start, t0.astimezone(rules.tz)
 
 
 # ---------------------------------------------------------------- derived ANC

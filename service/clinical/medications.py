@@ -30,25 +30,32 @@ def belongs_to(order: dict[str, Any], patient_id: str) -> bool:
     return isinstance(ref, str) and (ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}"))
 
 
+def referenced_medications(order: dict[str, Any], resources: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Medication resources the order's medicationReference points to (contained or bundled)."""
+    mref = order.get("medicationReference")
+    if not isinstance(mref, dict):
+        return []
+    ref = mref.get("reference")
+    pool = as_list(order.get("contained")) if isinstance(ref, str) and ref.startswith("#") else list(resources)
+    target = ref[1:] if isinstance(ref, str) and ref.startswith("#") else ref
+    return [
+        med
+        for med in pool
+        if isinstance(med, dict)
+        and med.get("resourceType") == "Medication"
+        and (med.get("id") == target or resource_ref(med) == target)
+    ]
+
+
 def medication_concepts(order: dict[str, Any], resources: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The CodeableConcepts that name the order's medication, wherever the EHR put them."""
     out: list[dict[str, Any]] = []
     if isinstance(cc := order.get("medicationCodeableConcept"), dict):
         out.append(cc)
+    out += [med["code"] for med in referenced_medications(order, resources) if isinstance(med.get("code"), dict)]
     mref = order.get("medicationReference")
-    if isinstance(mref, dict):
-        ref = mref.get("reference")
-        pool = as_list(order.get("contained")) if isinstance(ref, str) and ref.startswith("#") else list(resources)
-        target = ref[1:] if isinstance(ref, str) and ref.startswith("#") else ref
-        for med in pool:
-            if (
-                isinstance(med, dict)
-                and med.get("resourceType") == "Medication"
-                and (med.get("id") == target or resource_ref(med) == target)
-            ) and isinstance(med.get("code"), dict):
-                out.append(med["code"])
-        if isinstance(mref.get("display"), str):
-            out.append({"text": mref["display"]})
+    if isinstance(mref, dict) and isinstance(mref.get("display"), str):
+        out.append({"text": mref["display"]})
     return out
 
 

@@ -12,8 +12,14 @@ from typing import Any, Literal
 
 from service.clinical.fhirjson import as_dict, as_list, dicts
 from service.clinical.labs import parse_fhir_datetime
-from service.clinical.medications import belongs_to, match_drug, medication_concepts, resource_ref
-from service.clinical.valuesets import ValueSets
+from service.clinical.medications import (
+    belongs_to,
+    match_drug,
+    medication_concepts,
+    referenced_medications,
+    resource_ref,
+)
+from service.clinical.valuesets import RXNORM, DoseForms, ValueSets
 
 ORDER_TYPES = frozenset({"MedicationRequest", "MedicationOrder"})
 DEAD_STATUS = frozenset({"entered-in-error", "cancelled", "stopped", "revoked", "completed"})
@@ -63,7 +69,46 @@ def ld_drug(order: dict[str, Any], patient_id: str, resources: list[dict[str, An
     status = order.get("status")
     if (isinstance(status, str) and status in DEAD_STATUS) or not belongs_to(order, patient_id):
         return None
-    return match_drug(medication_concepts(order, resources), vs.ld_rxnorm, vs.ld_names)
+    concepts = medication_concepts(order, resources)
+    drug = match_drug(concepts, vs.ld_rxnorm, vs.ld_names)
+    if drug is None or _oral_not_intravenous(order, concepts, resources, vs.ld_dose_forms):
+        return None
+    return drug
+
+
+def _oral_not_intravenous(
+    order: dict[str, Any], concepts: list[dict[str, Any]], resources: list[dict[str, Any]], forms: DoseForms
+) -> bool:
+    """An oral form of an LD drug (fludarabine tablets for CLL) is not lymphodepletion: LD agents are
+    intravenous. Oral evidence is looked for by code and by word in the medication (its names and
+    Medication.form) and in each dosage (route, text, patientInstruction, dose unit). Any intravenous evidence
+    wins: a missed LD order silently drops the score, a false trigger only shows a card."""
+    coded = [*concepts, *(as_dict(m.get("form")) for m in referenced_medications(order, resources))]
+    texts: list[object] = []
+    for dosage in dicts(order.get("dosageInstruction")):
+        coded.append(as_dict(dosage.get("route")))
+        texts += [dosage.get("text"), dosage.get("patientInstruction")]
+        # The dose's unit: "tablet" (Epic), "{pill}" (the CDS Hooks sandbox); R4 doseAndRate, DSTU2 doseQuantity.
+        for dose in [
+            as_dict(dosage.get("doseQuantity")),
+            *(as_dict(d.get("doseQuantity")) for d in dicts(dosage.get("doseAndRate"))),
+        ]:
+            texts += [dose.get("unit"), dose.get("code")]
+    oral = intravenous = False
+    for cc in coded:
+        texts.append(cc.get("text"))
+        for c in dicts(cc.get("coding")):
+            system, code = c.get("system"), c.get("code")
+            texts.append(c.get("display"))
+            if not isinstance(system, str) or not isinstance(code, str):
+                continue
+            oral |= (system, code) in forms.oral_codes or (system == RXNORM and code in forms.oral_rxnorm)
+            intravenous |= (system, code) in forms.intravenous_codes
+    for text in texts:
+        if isinstance(text, str):
+            oral = oral or forms.oral_words.search(text) is not None
+            intravenous = intravenous or forms.intravenous_words.search(text) is not None
+    return oral and not intravenous
 
 
 def cart_product(resources: list[Any], vs: ValueSets) -> str | None:

@@ -25,6 +25,8 @@ REJESKI = (
 LEMOINE = ("Lemoine et al., Blood Adv 2023 (DESCAR-T NRM)", "https://doi.org/10.1182/bloodadvances.2023010624")
 ASH_SAP = ("ASH-SAP infection prophylaxis table", "https://ash-sap.org/view-large/12050824")
 LOCAL = ("hematotox-cds rules (local protocol default)", "https://doi.org/10.1182/blood.2023020578")
+# How a card's numbered references name each source.
+SHORT_SOURCE = {ICAHT: "ICAHT 2023", REJESKI: "Rejeski 2023", LEMOINE: "DESCAR-T", ASH_SAP: "ASH-SAP"}
 
 # Which patients an item is for: an HT group, every LD order, or an NRM flag.
 Audience = Literal["high", "low", "all", "diabetes", "ferritin"]
@@ -40,6 +42,12 @@ class Recommendation:
     source: tuple[str, str]
     # A one-click order that goes with the item: "gcsf", "antiviral", "monitoring"; None = text only.
     order: str | None = None
+    # The item in one card line (the full `text` is the rationale behind the card's link).
+    short: str = ""
+    # Drug classes (value-set `drug_classes`) whose order on the chart the item reports.
+    drugs: tuple[str, ...] = ()
+    # The line once its drug is on order (what must still be said: a caveat, "unproven"); "" = `short`.
+    ordered: str = ""
 
 
 TABLE: tuple[Recommendation, ...] = (
@@ -52,6 +60,9 @@ TABLE: tuple[Recommendation, ...] = (
         "G",
         ICAHT,
         "gcsf",
+        short="G-CSF from day +2 (filgrastim 5 µg/kg daily)",
+        drugs=("gcsf",),
+        ordered="G-CSF from day +2",
     ),
     Recommendation(
         "R2",
@@ -61,6 +72,9 @@ TABLE: tuple[Recommendation, ...] = (
         "Caution with MDR colonisation or high local MDR Gram-negative prevalence.",
         "G",
         ICAHT,
+        short="Fluoroquinolone once ANC <500/µL; caution if MDR-colonised",
+        drugs=("fluoroquinolone",),
+        ordered="Fluoroquinolone once ANC <500/µL, caution if MDR",
     ),
     Recommendation(
         "R3",
@@ -70,6 +84,7 @@ TABLE: tuple[Recommendation, ...] = (
         "P",
         REJESKI,
         "monitoring",
+        short="Intensified monitoring",
     ),
     Recommendation(
         "R4",
@@ -78,6 +93,7 @@ TABLE: tuple[Recommendation, ...] = (
         "Be aware a CD34+ stem-cell boost may be needed: check backup product availability.",
         "P",
         REJESKI,
+        short="CD34+ boost: check backup product",
     ),
     Recommendation(
         "R5",
@@ -86,6 +102,9 @@ TABLE: tuple[Recommendation, ...] = (
         "Broad early prophylaxis may reduce severe infections; unproven, prospective studies are needed.",
         "P",
         REJESKI,
+        short="Broad azole + fluoroquinolone: unproven",
+        drugs=("azole", "fluoroquinolone"),
+        ordered="Broad azole + fluoroquinolone: unproven",
     ),
     Recommendation(
         "R1L",
@@ -94,6 +113,8 @@ TABLE: tuple[Recommendation, ...] = (
         "Low ICAHT risk: prophylactic G-CSF probably not necessary.",
         "G",
         ICAHT,
+        short="G-CSF probably not necessary",
+        drugs=("gcsf",),
     ),
     Recommendation(
         "R2L",
@@ -102,6 +123,8 @@ TABLE: tuple[Recommendation, ...] = (
         "Low ICAHT risk: antibacterial prophylaxis not recommended.",
         "G",
         ICAHT,
+        short="Antibacterial prophylaxis not recommended",
+        drugs=("fluoroquinolone",),
     ),
     Recommendation(
         "R3L",
@@ -111,16 +134,20 @@ TABLE: tuple[Recommendation, ...] = (
         "CAR-T administration may be explored.",
         "P",
         REJESKI,
+        short="Antibiotic-sparing, outpatient CAR-T may be explored",
     ),
     Recommendation(
         "R6",
         "all",
         "HSV/VZV prophylaxis from LD",
-        "All patients: valaciclovir 500 mg twice daily (or aciclovir 800 mg) from LD until 1 year "
+        "All patients: valacyclovir 500 mg twice daily (or acyclovir 800 mg) from LD until 1 year "
         "after infusion and/or CD4+ >0.2 ×10⁹/L.",
         "G",
         ICAHT,
         "antiviral",
+        short="HSV/VZV: valacyclovir from LD to ≥1 y and CD4 >200/µL",
+        drugs=("antiviral",),
+        ordered="HSV/VZV",
     ),
     Recommendation(
         "R7",
@@ -130,6 +157,9 @@ TABLE: tuple[Recommendation, ...] = (
         "until CD4 >200/µL. Start date per local protocol (myelosuppressive).",
         "G",
         ASH_SAP,
+        short="PJP: trimethoprim-sulfamethoxazole, start per local protocol",
+        drugs=("pjp",),
+        ordered="PJP",
     ),
     Recommendation(
         "R8",
@@ -139,6 +169,7 @@ TABLE: tuple[Recommendation, ...] = (
         "infusion (fludarabine).",
         "G",
         ICAHT,
+        short="Irradiated blood products to ≥90 d after infusion",
     ),
     Recommendation(
         "R9",
@@ -148,6 +179,9 @@ TABLE: tuple[Recommendation, ...] = (
         "×10⁹/L) or prolonged steroids, after infusion.",
         "G",
         ASH_SAP,
+        short="Azole if prolonged neutropenia or steroids",
+        drugs=("azole",),
+        ordered="Azole",
     ),
     Recommendation(
         "R10",
@@ -156,6 +190,7 @@ TABLE: tuple[Recommendation, ...] = (
         "After infusion: check IgG (e.g. every 4 weeks); IVIG 400–500 mg/kg for IgG ≤400 mg/dL with infections.",
         "G",
         ASH_SAP,
+        short="IgG 4-weekly after; IVIG if ≤400 mg/dL + infections",
     ),
     Recommendation(
         "R11",
@@ -165,6 +200,7 @@ TABLE: tuple[Recommendation, ...] = (
         "severe COVID-19 occurs even if vaccinated.",
         "P",
         LEMOINE,
+        short="COVID-19 vaccination before and ≥3 mo after",
     ),
     Recommendation(
         "R13",
@@ -175,6 +211,7 @@ TABLE: tuple[Recommendation, ...] = (
         "worsen glycaemia (extrapolated).",
         "P",
         LEMOINE,
+        short="Diabetes: NRM OR 4.4 (infectious 8.1); steroids raise glucose (X)",
     ),
     Recommendation(
         "R14",
@@ -184,6 +221,7 @@ TABLE: tuple[Recommendation, ...] = (
         "recommended by the sources.",
         "P",
         LEMOINE,
+        short="Elevated ferritin: NRM OR 2.7; no management advised",
     ),
 )
 BY_ID = {r.id: r for r in TABLE}

@@ -7,6 +7,7 @@ configuration (``extra_loinc``, ``extra_ld_rxnorm``) instead of editing it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -58,6 +59,33 @@ class LabCode:
 
 
 @dataclass(frozen=True)
+class DoseForms:
+    """What marks an order of an LD drug as oral (not LD) or as intravenous (see `ld_oral_forms` in the file)."""
+
+    oral_rxnorm: frozenset[str] = frozenset()
+    oral_codes: frozenset[tuple[str, str]] = frozenset()  # (system, code) of routes and dose forms
+    intravenous_codes: frozenset[tuple[str, str]] = frozenset()
+    oral_words: re.Pattern[str] = re.compile(r"(?!)")
+    intravenous_words: re.Pattern[str] = re.compile(r"(?!)")
+
+
+def _phrases(words: list[str]) -> re.Pattern[str]:
+    # Whole words or phrases, case-insensitive ("po" not in "poly"; "p.o." and "by  mouth" too).
+    alternatives = sorted((r"\s+".join(map(re.escape, w.lower().split())) for w in words), key=len, reverse=True)
+    return re.compile(r"(?<![a-z0-9])(?:" + "|".join(alternatives) + r")(?![a-z0-9])", re.IGNORECASE)
+
+
+def _dose_forms(raw: Mapping[str, Any]) -> DoseForms:
+    return DoseForms(
+        oral_rxnorm=frozenset(raw["rxnorm"]),
+        oral_codes=frozenset((c["system"], c["code"]) for c in raw["oral_codes"]),
+        intravenous_codes=frozenset((c["system"], c["code"]) for c in raw["intravenous_codes"]),
+        oral_words=_phrases(raw["oral_words"]),
+        intravenous_words=_phrases(raw["intravenous_words"]),
+    )
+
+
+@dataclass(frozen=True)
 class ValueSets:
     version: str
     lab_codes: Mapping[str, LabCode]
@@ -71,6 +99,8 @@ class ValueSets:
     # class → (RxNorm code → drug) and class → (lower-case name → drug).
     drug_class_rxnorm: Mapping[str, Mapping[str, str]]
     drug_class_names: Mapping[str, Mapping[str, str]]
+    # Oral forms of the LD drugs: not lymphodepletion (clinical-spec §5.2: LD agents are intravenous).
+    ld_dose_forms: DoseForms = DoseForms()
 
 
 def _raw() -> dict[str, Any]:
@@ -143,6 +173,7 @@ def _build(extra_loinc: _Frozen, extra_rx: _Frozen, extra_cart: _Frozen = (), ex
         drug_class_names=MappingProxyType(
             {k: MappingProxyType({n.lower(): d for d, e in m.items() for n in e["names"]}) for k, m in classes.items()}
         ),
+        ld_dose_forms=_dose_forms(raw["ld_oral_forms"]),
     )
 
 

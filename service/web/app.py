@@ -25,6 +25,7 @@ from service.cards.order_hooks import Clinic
 from service.web.feedback import feedback_router
 from service.web.ops import router as ops_router
 from service.web.pipeline import OrderHookPipeline, json_bytes
+from service.web.rationale import rationale_router
 from service.web.reuse import ReuseCache, issuer_of
 from service.web.security import install_security
 from service.web.settings import Settings, load_settings
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = registry
     app.state.reuse = ReuseCache(settings.cache.ttl_seconds, settings.cache.max_entries)  # service/web/reuse.py
     app.include_router(ops_router)  # /healthz, /readyz, /metrics: outside the JWT check
+    app.include_router(rationale_router())  # /rationale: the cards' "full rationale" link, public
     install_security(app, settings)  # JWT on /cds-services*, CORS, body limit, headers (service/web/security.py)
     app.include_router(feedback_router(settings))  # POST /cds-services/{id}/feedback
     install_openapi(app, [s.id for s in registry])

@@ -10,7 +10,14 @@ Idempotency: each feedback item has a natural key, the SHA-256 of (service id, c
 outcomeTimestamp, sorted accepted suggestion ids, override reason code/system and userComment),
 stored in a UNIQUE column and inserted with `ON CONFLICT DO NOTHING`. A client that sends the
 same feedback twice (a retry, a duplicate) leaves one row; concurrent writers cannot race past it
-because the database enforces the constraint.
+because the database enforces the constraint. The key holds outcomeTimestamp as the instant (UTC,
+microseconds), not as spelled: "…57.7Z", "…57.700Z" and "…58.7+01:00"-style spellings of one
+instant are one clinician's action, and a retry through another JSON serialiser must not store it
+twice; keys of rows stored before stay valid, so an upgrade adds no duplicates.
+
+Stored as received: the `item` column is the item's JSON object as the client sent it (its values
+and members, unknown ones included, in its order), not the validated model re-serialised; the
+first spelling of a repeated item is the one kept.
 
 Durability: an item is committed before the service answers 200, so an acknowledged item survives
 a crash or a restart. The schema is created at start (idempotent; a race between replicas is
@@ -22,9 +29,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 from sqlalchemy import (
@@ -62,15 +70,25 @@ feedback_table = Table(
     Column("service_id", String(128), nullable=False),
     Column("card", Text, nullable=False),
     Column("outcome", String(16), nullable=False),
-    # ISO 8601 UTC with microseconds, exactly as it enters the natural key.
+    # The instant, ISO 8601 UTC with microseconds (for ordering and queries), exactly as it enters the
+    # natural key; the client's own spelling is in `item`.
     Column("outcome_timestamp", String(40), nullable=False),
-    # The whole item as received (JSON), including a clinician's userComment: audit data, never logged.
+    # The whole item as the client sent it (JSON), including a clinician's userComment: audit data,
+    # never logged.
     Column("item", Text, nullable=False),
     # The JWT issuer that sent it, when the call was authenticated.
     Column("client", Text, nullable=True),
     Column("received_at", DateTime(timezone=True), nullable=False),
 )
 Index("ix_cds_feedback_service_card", feedback_table.c.service_id, feedback_table.c.card)
+
+
+@dataclass(frozen=True)
+class ReceivedItem:
+    """One feedback item: validated (for the key and the columns) and as the client sent it (stored)."""
+
+    item: FeedbackItem
+    sent: dict[str, Any] = field(repr=False)  # may hold a clinician's comment (PHI): never in a repr
 
 
 @dataclass(frozen=True)
@@ -160,13 +178,14 @@ class FeedbackStore:
                     await asyncio.sleep(0.2 * (attempt + 1))
             self._schema_ready = True
 
-    async def add(self, service_id: str, items: list[FeedbackItem], client: str | None = None) -> StoreResult:
+    async def add(self, service_id: str, items: list[ReceivedItem], client: str | None = None) -> StoreResult:
         """Store every item not stored before, in one transaction; committed when this returns."""
         if not self._schema_ready:
             await self.create_schema()
         now = datetime.now(UTC)
         rows: dict[str, dict] = {}
-        for item in items:
+        for received in items:
+            item = received.item
             key = natural_key(service_id, item)
             rows.setdefault(
                 key,
@@ -176,7 +195,7 @@ class FeedbackStore:
                     "card": item.card,
                     "outcome": item.outcome,
                     "outcome_timestamp": _timestamp(item.outcomeTimestamp),
-                    "item": orjson.dumps(item.model_dump(mode="json", exclude_none=True)).decode(),
+                    "item": orjson.dumps(received.sent).decode(),
                     "client": client,
                     "received_at": now,
                 },
@@ -213,4 +232,4 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: object) -> None:
     cursor.close()
 
 
-__all__ = ["FeedbackStore", "StoreResult", "database_url", "feedback_table", "natural_key"]
+__all__ = ["FeedbackStore", "ReceivedItem", "StoreResult", "database_url", "feedback_table", "natural_key"]

@@ -23,7 +23,7 @@ from cds_hooks.registry import ServiceDefinition
 from service.cards.order_hooks import HT_KEYS, LAB_KEYS, Clinic, cards_for, trigger_for
 from service.web import metrics
 from service.web.paging import lookback_stop
-from service.web.reuse import ReuseCache, reusable_keys, reuse_key
+from service.web.reuse import DEV_ISSUER, ReuseCache, reusable_keys, reuse_key
 from service.web.settings import FhirSection
 
 log = logging.getLogger("hematotox.hook")
@@ -32,6 +32,7 @@ log = logging.getLogger("hematotox.hook")
 # the lookback could drop the newest platelet count and give a wrong LOW.
 EARLY_STOP_KEYS = tuple(k for k in LAB_KEYS if k not in HT_KEYS)
 EMPTY = b'{"cards":[]}'
+UNAUTHENTICATED = "none (development mode)"
 
 
 @dataclass
@@ -47,6 +48,8 @@ class _Trace:
     """Timings and counts for the hook's one log line (never tokens, patient ids or values)."""
 
     started: float
+    # How the caller was authenticated: the verified JWT issuer, or UNAUTHENTICATED.
+    caller: str = UNAUTHENTICATED
     timings: dict[str, float] = field(default_factory=dict)
     fetch: dict[str, Any] | None = None
 
@@ -65,7 +68,7 @@ class OrderHookPipeline:
     reuse: ReuseCache
 
     async def run(self, service: ServiceDefinition, body: bytes, issuer: str) -> HookAnswer:
-        trace = _Trace(time.perf_counter())
+        trace = _Trace(time.perf_counter(), UNAUTHENTICATED if issuer == DEV_ISSUER else issuer)
         req = _parse(service, body)
         ctx = order_context(req)
         trigger = trigger_for(ctx, self.clinic, datetime.now(UTC))
@@ -129,6 +132,7 @@ class OrderHookPipeline:
                     "hookInstance": req.hookInstance,
                     "service": service.id,
                     "hook": req.hook,
+                    "caller": trace.caller,
                     "status": answer.status,
                     "cards": n_cards,
                     "ms": {k: round(v * 1000, 2) for k, v in trace.timings.items()},

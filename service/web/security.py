@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, FastAPI
@@ -173,7 +174,7 @@ class ClientAuthMiddleware:
         try:
             verified = await self.verifier.verify(token.strip(), self.audiences(path))
         except AuthError as exc:
-            await self._refuse(send, path, exc.reason)
+            await self._refuse(send, path, exc.reason, exc.log_fields())
             return
         except Exception as exc:
             log.warning("token verification failed unexpectedly", extra={"event": {"error": type(exc).__name__}})
@@ -192,8 +193,11 @@ class ClientAuthMiddleware:
             accepted.append(self.base + path[: -len("/feedback")])
         return accepted
 
-    async def _refuse(self, send: Send, path: str, reason: str) -> None:
-        log.info("request refused", extra={"event": {"status": 401, "reason": reason, "path": path[:200]}})
+    async def _refuse(self, send: Send, path: str, reason: str, fields: dict[str, Any] | None = None) -> None:
+        # The failing check (reason), the claim at fault and for `aud` both audiences: enough to fix a
+        # configuration, nothing else of the token.
+        event = {"status": 401, "reason": reason, **(fields or {}), "path": path[:200]}
+        log.info("request refused", extra={"event": event})
         metrics.count_jwt_rejection(reason.split(":", 1)[-1])  # a short, bounded set of codes
         await _send_all(send, _json(401, None, [(b"www-authenticate", b"Bearer")]))
 

@@ -9,6 +9,7 @@ from service.cards.order_hooks import Clinic, prefetch_templates
 from service.cards.suggestions import DEFAULT_DRUGS, Drug
 from service.clinical.labs import LabRules
 from service.clinical.valuesets import value_sets
+from service.web.rationale import PATH as RATIONALE_PATH
 from service.web.settings import Settings
 
 
@@ -36,4 +37,5 @@ def clinic_from_settings(s: Settings) -> Clinic:
         monitoring=r.monitoring_schedule,
         m_easix_crp_mg_per_l=r.m_easix_crp_mg_per_l,
         extra_diabetes_snomed=frozenset(c.extra_diabetes_snomed),
+        rationale_url=s.service.public_base_url.rstrip("/") + RATIONALE_PATH,
     )

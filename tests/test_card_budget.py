@@ -1,0 +1,62 @@
+"""Cards for a ten-second read (issue 12): every card's detail fits 1,200 characters for every
+worked case and every variant that adds text, and every emitted card passes the card validator.
+
+The risk card keeps 150 characters spare: room for a short status note per lab (five labs), such
+as "repeat: Observation/x, implausible"."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cds_hooks.validate import card_violations
+from service.web.app import create_app
+from tests.card_variants import SIGN, Variant, copied, variants
+from tests.conftest import dev_settings
+
+DETAIL_MAX = 1200
+RISK_DETAIL_MAX = DETAIL_MAX - 150
+VARIANTS = list(variants())
+_APPS: dict[str, TestClient] = {}
+
+
+@pytest.fixture(scope="module")
+def clients():
+    yield _APPS
+    for c in _APPS.values():
+        c.__exit__(None, None, None)
+    _APPS.clear()
+
+
+def _cards(clients: dict[str, TestClient], v: Variant) -> list[dict]:
+    key = json.dumps(v.settings, sort_keys=True)
+    if key not in clients:
+        clients[key] = TestClient(create_app(dev_settings(**v.settings)))
+        clients[key].__enter__()
+    r = clients[key].post(SIGN, json=copied(v))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert card_violations(body) == []
+    assert len(body["cards"]) == 2
+    return body["cards"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])
+def test_card_budget(clients, variant: Variant):
+    risk, prophylaxis = _cards(clients, variant)
+    assert "hematotox" in risk["extension"]["hematotox-cds"]
+    assert len(risk["detail"]) <= RISK_DETAIL_MAX, risk["detail"]
+    assert len(prophylaxis["detail"]) <= DETAIL_MAX, prophylaxis["detail"]
+    for card in (risk, prophylaxis):
+        assert len(card["summary"]) < 140
+        # Sources are numbered references at the end; each number has its link on the card.
+        numbers = {int(n) for n in _refs(card["detail"])}
+        assert numbers <= set(range(1, len(card.get("links", [])) + 1))
+
+
+def _refs(detail: str) -> list[str]:
+    import re
+
+    return re.findall(r"\[(\d)\]", detail)
