@@ -334,8 +334,8 @@ def _check_searchset(bundle: dict, what: str) -> None:
 def _issue_codes(outcome: dict | None) -> str:
     """The OperationOutcome's issue codes: a closed vocabulary, unlike diagnostics (which may echo data)."""
     issues = outcome.get("issue") if outcome else None
-    codes = {
-        i.get("code")
+    codes: set[str] = {
+        i["code"]
         for i in (issues if isinstance(issues, list) else ())
         if isinstance(i, dict) and isinstance(i.get("code"), str) and _ISSUE_CODE.fullmatch(i["code"])
     }

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -178,7 +179,7 @@ class HookRequest(BaseModel):
     context: dict[str, Any]
     prefetch: dict[str, Any] | None = None
 
-    def __repr_args__(self):
+    def __repr_args__(self) -> Iterator[tuple[str, Any]]:
         # context/prefetch hold patient data; a request must be safe to put in a log line.
         yield "hook", self.hook
         yield "hookInstance", self.hookInstance
@@ -313,6 +314,7 @@ def order_context(request: HookRequest) -> OrderContext:
         first, *more = issues
         raise CDSHookError(400, first.code, first.diagnostics, expression=first.expression, more=more)
 
+    assert isinstance(patient_id, str)  # for mypy: a non-str patientId raised above
     pairs = _read_draft_orders(ctx["draftOrders"])
     return OrderContext(
         hook=hook,
@@ -341,8 +343,8 @@ class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-def _nonempty_list(item):
-    return Annotated[list[item], Field(min_length=1)]
+_Item = TypeVar("_Item")
+_nonempty_list = Annotated[list[_Item], Field(min_length=1)]  # a generic alias: _nonempty_list[Card]
 
 
 class Coding(_Out):
@@ -370,7 +372,7 @@ class Link(_Out):
     autolaunchable: bool | None = None
 
     @model_validator(mode="after")
-    def _app_context_only_on_smart(self):  # cds-resp-3
+    def _app_context_only_on_smart(self) -> Self:  # cds-resp-3
         if self.appContext is not None and self.type != "smart":
             raise ValueError("appContext is only allowed on links of type 'smart'")
         return self
@@ -385,7 +387,7 @@ class Action(_Out):
     resourceId: Text | None = None
 
     @model_validator(mode="after")
-    def _shape_per_type(self):
+    def _shape_per_type(self) -> Self:
         if self.type == "delete":  # cds-resp-2
             if self.resource is not None:
                 raise ValueError("a delete action takes resourceId, not resource")
@@ -410,7 +412,7 @@ class Suggestion(_Out):
     label: Text
     uuid: Uuid | None = None
     isRecommended: bool | None = None
-    actions: _nonempty_list(Action) | None = None
+    actions: _nonempty_list[Action] | None = None
 
 
 class Card(_Out):
@@ -419,14 +421,14 @@ class Card(_Out):
     detail: Text | None = None
     indicator: Literal["info", "warning", "critical"]
     source: Source
-    suggestions: _nonempty_list(Suggestion) | None = None
+    suggestions: _nonempty_list[Suggestion] | None = None
     selectionBehavior: Literal["any", "at-most-one"] | None = None
-    overrideReasons: _nonempty_list(OverrideReason) | None = None
-    links: _nonempty_list(Link) | None = None
+    overrideReasons: _nonempty_list[OverrideReason] | None = None
+    links: _nonempty_list[Link] | None = None
     extension: dict[str, Any] | None = None
 
     @model_validator(mode="after")
-    def _card_rules(self):
+    def _card_rules(self) -> Self:
         if self.suggestions is None:
             if self.selectionBehavior is not None:
                 raise ValueError("selectionBehavior without suggestions")
@@ -464,13 +466,14 @@ class CardsResponse(_Out):
         if all(type(card) is Card for card in cards):
             response = cls.model_construct(cards=list(cards))
             try:
-                return response._unique_uuids()
+                # pydantic types a validator as its decorator's proxy; on the class it is the method
+                return response._unique_uuids()  # type: ignore[operator]
             except ValueError:
                 pass
         return cls(cards=cards)  # raises the ValidationError that names the problem
 
     @model_validator(mode="after")
-    def _unique_uuids(self):
+    def _unique_uuids(self) -> Self:
         seen: set[str] = set()
         for card in self.cards:
             for uid in [card.uuid, *(s.uuid for s in card.suggestions or ())]:
@@ -496,7 +499,7 @@ class DiscoveryResponse(_Out):
 
     @field_validator("services")
     @classmethod
-    def _unique_ids(cls, services):
+    def _unique_ids(cls, services: list[ServiceDescriptor]) -> list[ServiceDescriptor]:
         ids = [s.id for s in services]
         if len(ids) != len(set(ids)):
             raise ValueError("service ids must be unique")
@@ -521,7 +524,7 @@ class FeedbackOverrideReason(_In):
     userComment: str | None = Field(default=None, repr=False)  # clinician free text: may hold PHI
 
     @model_validator(mode="after")
-    def _reason_or_comment(self):  # cds-fb-3
+    def _reason_or_comment(self) -> Self:  # cds-fb-3
         if self.reason is None and not (self.userComment or "").strip():
             raise ValueError("overrideReason needs a reason, a userComment, or both")
         return self
@@ -534,7 +537,7 @@ class AcceptedSuggestion(_In):
 class FeedbackItem(_In):
     card: Text
     outcome: Literal["accepted", "overridden"]  # cds-fb-1
-    acceptedSuggestions: _nonempty_list(AcceptedSuggestion) | None = None
+    acceptedSuggestions: _nonempty_list[AcceptedSuggestion] | None = None
     overrideReason: FeedbackOverrideReason | None = None
     outcomeTimestamp: datetime
 
@@ -548,7 +551,7 @@ class FeedbackItem(_In):
             raise ValueError("outcomeTimestamp is out of range") from None
 
     @model_validator(mode="after")
-    def _outcome_consistency(self):
+    def _outcome_consistency(self) -> Self:
         if self.outcome == "accepted":
             if self.acceptedSuggestions is None:  # cds-fb-2
                 raise ValueError("an 'accepted' outcome requires acceptedSuggestions")
@@ -560,7 +563,7 @@ class FeedbackItem(_In):
 
 
 class FeedbackRequest(_In):
-    feedback: _nonempty_list(FeedbackItem)
+    feedback: _nonempty_list[FeedbackItem]
 
 
 # ============================================================================ serialising

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 # FHIR R4 value sets (http://hl7.org/fhir/R4/valueset-issue-severity.html and
 # valueset-issue-type.html), both bound "required": anything else makes an invalid resource.
@@ -77,7 +78,7 @@ class Issue:
         object.__setattr__(self, "expression", expr)
 
     def to_json(self) -> dict:
-        issue = {"severity": self.severity, "code": self.code, "diagnostics": self.diagnostics}
+        issue: dict[str, Any] = {"severity": self.severity, "code": self.code, "diagnostics": self.diagnostics}
         if self.expression:  # FHIR forbids empty arrays, so omit rather than emit []
             issue["expression"] = list(self.expression)
         return issue

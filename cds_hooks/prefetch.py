@@ -71,7 +71,7 @@ def classify(value: object) -> KeyState:
     if rtype == "OperationOutcome":
         return KeyState.FAILED
     if rtype == "Bundle":
-        return KeyState.PAGINATED if next_link(value) else KeyState.PRESENT
+        return KeyState.PAGINATED if isinstance(value, dict) and next_link(value) else KeyState.PRESENT
     # Anything that is not a resource is a client failure too: fetching beats guessing what it meant.
     return KeyState.PRESENT if isinstance(rtype, str) and rtype else KeyState.FAILED
 
@@ -229,7 +229,7 @@ def lacking(templates: Mapping[str, str], prefetch: object, *, paginated: bool =
 
 
 async def resolve(
-    templates: dict[str, str],
+    templates: Mapping[str, str],
     context: dict,
     prefetch: dict | None,
     client: FhirClient | None,

@@ -107,7 +107,7 @@ def _check_extension(value: Any, path: str, out: list[str]) -> None:
         out.append(f"{path}: empty object")
     # Inside the extension its owner may give `null` a meaning (e.g. "cannot tell"): the
     # spec's "omit, never null" binds the fields the CDS Hooks spec defines, not an extension's.
-    stack = [(path, value)]
+    stack: list[tuple[str, Any]] = [(path, value)]
     while stack:
         where, v = stack.pop()
         if v is None:

@@ -42,6 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
 from service.web.settings import Settings
+from tests.lockfile import pins
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -190,6 +191,10 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_exec_form_cmd_and_stdlib_h
     probe = health.exec_form()
     assert probe[0] == "python" and "urllib.request" in probe[-1] and "/healthz" in probe[-1]
     assert not re.search(r"\b(curl|wget)\b", health.args)
+    # The build installs the runtime lock, hash-checked, from wheels; the service adds nothing to it.
+    build_runs = " ".join(step.args for step in BUILD.all("RUN"))
+    assert re.search(r"--require-hashes --only-binary=:all: -r requirements/runtime\.txt", build_runs)
+    assert re.search(r"install --no-warn-script-location --no-deps \.$", build_runs)
     env = RUNTIME.env()
     assert env["HEMATOTOX_WORKERS"] == "1" and env["HEMATOTOX_CONFIG"].startswith("/etc/hematotox/")
     assert RUNTIME.all("EXPOSE")[-1].args == env["HEMATOTOX_PORT"]
@@ -212,6 +217,7 @@ def test_dockerignore_lets_every_copy_source_through_and_nothing_else():
         ".git/config",
         ".venv/bin/python",
         "tests/test_deploy.py",
+        "requirements/test.txt",
         "var/feedback.sqlite3",
         "service/__pycache__/app.cpython-311.pyc",
         "deploy/k8s/secret.yaml",
@@ -680,6 +686,22 @@ def test_rehearsal_image_starts_with_production_settings_is_ready_healthy_and_st
     )
     assert where.returncode == 0, where.stderr
     assert Path(where.stdout.strip()).is_relative_to(image.paths["/opt/hematotox"])
+    # Exactly the locked runtime versions, and nothing else but the service itself.
+    listing = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "from importlib import metadata as m; print(*(d.name + '==' + d.version for d in m.distributions()))",
+        ],
+        env=runtime_env(image),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split()
+    locked = {f"{p.name}=={p.version}" for p in pins("runtime.txt").values() if p.applies()}
+    installed = {re.sub(r"[-_.]+", "-", d.split("==")[0]).lower() + "==" + d.split("==")[1] for d in listing}
+    assert installed - {"hematotox-cds==0.1.0"} == locked
     assert not (image.paths["/opt/hematotox"] / "bin" / "pip").exists(), "no installer in the image's venv"
 
     server = start(image)

@@ -156,7 +156,7 @@ def _card_text(
         "low": "HT-low",
         "indeterminate": "HT indeterminate" + (" as HT-high (X)" if extrapolated else ""),
     }[group]
-    lines = []
+    lines: list[str] = []
     sections = {"high": "high", "low": "low", "all": "all", "diabetes": "nrm", "ferritin": "nrm"}
     for section in ("high", "low", "all", "nrm"):
         chosen = [r for r in items if sections[r.audience] == section]

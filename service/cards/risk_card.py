@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
 
 from service.cards.layout import local_time
 from service.clinical.assessment import Assessment
@@ -61,7 +62,7 @@ def _score_text(s: Score) -> str:
 
 
 def _group_json(s: Score, with_open: bool) -> dict:
-    out = {"min": s.min, "max": s.max, "group": s.group, "ultraHigh": s.ultra_high}
+    out: dict[str, Any] = {"min": s.min, "max": s.max, "group": s.group, "ultraHigh": s.ultra_high}
     if with_open and s.could_change_group:
         out["couldChangeGroup"] = list(s.could_change_group)
     return out
@@ -69,9 +70,11 @@ def _group_json(s: Score, with_open: bool) -> dict:
 
 def _component_json(c: Component) -> dict:
     pts = c.confirmed
+    assert pts is not None  # the card lists HT components only, and every one has points
     out: dict = {"analyte": c.analyte, "status": c.status, "points": {"min": pts.min, "max": pts.max}}
     r = c.used
     if r is not None:
+        assert r.value is not None and r.effective is not None  # `used` is a usable result
         out["value"] = number(r.value)
         out["unit"] = r.unit
         if r.comparator:
@@ -137,6 +140,7 @@ def _result_text(c: Component) -> str:
     if r is None:
         return "—"
     unit = DISPLAY_UNITS.get(r.unit, r.unit)
+    assert r.value is not None  # `used` is a usable result
     return f"{r.comparator or ''}{number(r.value)} {unit}"
 
 
@@ -169,6 +173,7 @@ def _status_text(c: Component, tz: tzinfo) -> str:
 
 def _points(c: Component) -> str:
     pts = c.confirmed
+    assert pts is not None  # every HT component has points
     return f"{pts.min}" if pts.min == pts.max else f"{pts.min}–{pts.max}"
 
 
@@ -185,7 +190,8 @@ def detail(a: Assessment, tz: tzinfo, ruleset: str, nrm: NrmProfile | None = Non
     ]
     for x in HT_ANALYTES:
         comp = a.components[x]
-        when = local_time(comp.used.effective, tz, date_only=comp.used.date_only) if comp.used else "—"
+        used = comp.used
+        when = local_time(used.effective, tz, date_only=used.date_only) if used and used.effective else "—"
         lines.append(
             f"| {SHORT_NAMES.get(x, LAB_NAMES[x])} | {_result_text(comp)} | {when} | {_points(comp)} | "
             f"{_status_text(comp, tz)} |".replace("|  |", "| |")
@@ -199,7 +205,7 @@ def detail(a: Assessment, tz: tzinfo, ruleset: str, nrm: NrmProfile | None = Non
     if a.provisional is not None:
         p = a.provisional
         stale = [a.components[x] for x in HT_ANALYTES if a.components[x].status == "stale"]
-        dates = sorted({local_time(s.used.effective, tz, date_only=True) for s in stale if s.used})
+        dates = sorted({local_time(s.used.effective, tz, date_only=True) for s in stale if s.used and s.used.effective})
         lines.append(
             f"Provisional (labs of {', '.join(dates)}): {p.group.upper()}, score {_score_text(p)}; "
             f"repeat {', '.join(LAB_NAMES[s.analyte] for s in stale)} to confirm."
@@ -257,7 +263,7 @@ def _notes(a: Assessment) -> list[str]:
     return notes
 
 
-def indicator(a: Assessment) -> str:
+def indicator(a: Assessment) -> Literal["info", "warning"]:
     return "info" if a.confirmed.group == "low" else "warning"
 
 

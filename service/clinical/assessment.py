@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from service.clinical.hematotox import CUTOFFS, HT_ANALYTES, Score, score
+from service.clinical.hematotox import CUTOFFS, HT_ANALYTES, Points, Score, score
 from service.clinical.labs import Component, LabRules, assess_all
 from service.clinical.orders import Trigger
 from service.clinical.valuesets import ValueSets
@@ -57,17 +58,23 @@ def _flags(trigger: Trigger, comps: dict[str, Component]) -> tuple[str, ...]:
     return tuple(flags)
 
 
+def _ht_points(points: Points | None) -> Points:
+    """An HT analyte's points: labs._assess gives them to every analyte of MAX_POINTS."""
+    assert points is not None
+    return points
+
+
 def assess_patient(
     trigger: Trigger,
-    observations: Iterable[dict],
+    observations: Iterable[dict[str, Any]],
     patient_id: str,
     vs: ValueSets,
     rules: LabRules,
     extra_analytes: tuple[str, ...] = (),
 ) -> Assessment:
     comps = assess_all(observations, patient_id, trigger.t0, vs, rules, HT_ANALYTES + extra_analytes)
-    confirmed = score((a, comps[a].confirmed) for a in HT_ANALYTES)
+    confirmed = score((a, _ht_points(comps[a].confirmed)) for a in HT_ANALYTES)
     provisional = None
     if any(comps[a].status == "stale" for a in HT_ANALYTES):
-        provisional = score((a, comps[a].provisional) for a in HT_ANALYTES)
+        provisional = score((a, _ht_points(comps[a].provisional)) for a in HT_ANALYTES)
     return Assessment(trigger, comps, confirmed, provisional, _flags(trigger, comps))

@@ -6,15 +6,17 @@ object, a string or a number. These two readers make every such place a skip, ne
 
 from __future__ import annotations
 
+from typing import Any
 
-def as_list(value: object) -> list:
+
+def as_list(value: object) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def as_dict(value: object) -> dict:
+def as_dict(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def dicts(value: object) -> list[dict]:
+def dicts(value: object) -> list[dict[str, Any]]:
     """The objects of a JSON array (anything else in it, or a non-array, is skipped)."""
     return [v for v in as_list(value) if isinstance(v, dict)]

@@ -103,7 +103,7 @@ class Component:
 _SANE_YEARS = (1900, 2200)
 
 
-def parse_fhir_datetime(text: str, tz: tzinfo) -> tuple[datetime, bool] | None:
+def parse_fhir_datetime(text: object, tz: tzinfo) -> tuple[datetime, bool] | None:
     """FHIR dateTime → (aware datetime, date_only). Year or year-month only → None (too vague).
 
     A datetime without an offset (invalid FHIR, common in feeds) is read in the facility zone.
@@ -143,7 +143,7 @@ def _decimal(x: object) -> Decimal | None:
     return d if d.is_finite() and -30 <= d.adjusted() <= 30 else None
 
 
-def _subject_ok(obs: dict, patient_id: str) -> bool:
+def _subject_ok(obs: dict[str, Any], patient_id: str) -> bool:
     subject = obs.get("subject")
     if subject is None:  # optional in R4; the query already selected the patient
         return True
@@ -151,7 +151,7 @@ def _subject_ok(obs: dict, patient_id: str) -> bool:
     return isinstance(ref, str) and (ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}"))
 
 
-def _effective(obs: dict, tz: tzinfo) -> tuple[datetime, bool, bool] | None:
+def _effective(obs: dict[str, Any], tz: tzinfo) -> tuple[datetime, bool, bool] | None:
     """(when, date_only, imprecise) of specimen collection; `issued` only as a last resort."""
     raw = obs.get("effectiveDateTime") or obs.get("effectiveInstant")
     period = obs.get("effectivePeriod")
@@ -167,7 +167,7 @@ def _effective(obs: dict, tz: tzinfo) -> tuple[datetime, bool, bool] | None:
     return when, date_only, imprecise or date_only
 
 
-def parse_observation(obs: dict, patient_id: str, vs: ValueSets, rules: LabRules) -> LabResult | None:
+def parse_observation(obs: dict[str, Any], patient_id: str, vs: ValueSets, rules: LabRules) -> LabResult | None:
     """One Observation → a LabResult, or None when it is not one of our lab codes / patients."""
     head = _head(obs, patient_id, vs, rules)
     return None if head is None else _body(obs, *head, rules)
@@ -197,7 +197,7 @@ def _head(obs: object, patient_id: str, vs: ValueSets, rules: LabRules) -> tuple
     return lab, _effective(obs, rules.tz)
 
 
-def _body(obs: dict, lab: LabCode, eff: Effective | None, rules: LabRules) -> LabResult:
+def _body(obs: dict[str, Any], lab: LabCode, eff: Effective | None, rules: LabRules) -> LabResult:
     """The rest of parse_observation: status, value, unit, plausibility."""
     analyte = lab.analyte
     when, date_only, imprecise = eff if eff is not None else (None, False, False)
@@ -227,6 +227,7 @@ def _body(obs: dict, lab: LabCode, eff: Effective | None, rules: LabRules) -> La
             problem = "no-value"
     if problem is not None:
         return LabResult(analyte, lab.tier, None, None, when, date_only, imprecise, ref, problem, specimen)
+    assert isinstance(q, dict) and raw_value is not None  # for mypy: no problem means both were read
     comparator = q.get("comparator")
     if comparator is not None and not (isinstance(comparator, str) and comparator in COMPARATORS):
         return LabResult(analyte, lab.tier, None, None, when, date_only, imprecise, ref, "comparator", specimen)
@@ -257,7 +258,7 @@ def _body(obs: dict, lab: LabCode, eff: Effective | None, rules: LabRules) -> La
     )
 
 
-def _reference_high(obs: dict, analyte: str, rules: LabRules) -> Decimal | None:
+def _reference_high(obs: dict[str, Any], analyte: str, rules: LabRules) -> Decimal | None:
     for rr in dicts(obs.get("referenceRange")):
         high = rr.get("high")
         if isinstance(high, dict) and (v := _decimal(high.get("value"))) is not None:
@@ -269,7 +270,7 @@ def _reference_high(obs: dict, analyte: str, rules: LabRules) -> Decimal | None:
     return None
 
 
-def _interpretation(obs: dict) -> frozenset[str]:
+def _interpretation(obs: dict[str, Any]) -> frozenset[str]:
     raw = obs.get("interpretation")
     if not raw:
         return _NOTHING
@@ -590,6 +591,10 @@ _ANC_PARTS = frozenset({"seg_abs", "band_abs", "wbc", "neut_pct", "seg_pct", "ba
 # A stale result not read yet: (tier, -timestamp) sort key, and the Observation with its code and
 # collection time, or (obs None) a derived result already built.
 _Pending = tuple[tuple[int, float], dict[str, Any] | None, LabCode | None, Effective | LabResult]
+
+
+# A stale result not yet read: (sort key, Observation, its code, its time) or (key, None, None, a derived result).
+_Stale = tuple[tuple[int, float], dict[str, Any] | None, LabCode | None, Effective | LabResult]
 
 
 def assess_all(

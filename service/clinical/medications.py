@@ -15,13 +15,13 @@ from service.clinical.fhirjson import as_list, dicts
 from service.clinical.valuesets import RXNORM, ValueSets
 
 
-def resource_ref(resource: dict) -> str | None:
+def resource_ref(resource: dict[str, Any]) -> str | None:
     rid = resource.get("id")
     rtype = resource.get("resourceType")
     return f"{rtype}/{rid}" if isinstance(rid, str) and isinstance(rtype, str) else None
 
 
-def belongs_to(order: dict, patient_id: str) -> bool:
+def belongs_to(order: dict[str, Any], patient_id: str) -> bool:
     holder = order.get("subject") or order.get("patient")  # R4 subject, DSTU2 patient
     if holder is None:
         # Draft orders in a hook are in this patient's chart; a missing subject is sloppy, not foreign.
@@ -47,9 +47,9 @@ def referenced_medications(order: dict[str, Any], resources: Iterable[dict[str, 
     ]
 
 
-def medication_concepts(order: dict, resources: Iterable[dict]) -> list[dict]:
+def medication_concepts(order: dict[str, Any], resources: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The CodeableConcepts that name the order's medication, wherever the EHR put them."""
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
     if isinstance(cc := order.get("medicationCodeableConcept"), dict):
         out.append(cc)
     out += [med["code"] for med in referenced_medications(order, resources) if isinstance(med.get("code"), dict)]
@@ -68,7 +68,7 @@ def _words(text: str) -> set[str]:
     return words | {part for w in words if "-" in w for part in w.split("-") if part}
 
 
-def match_drug(concepts: list[dict], codes: Mapping[str, str], names: Mapping[str, str]) -> str | None:
+def match_drug(concepts: list[dict[str, Any]], codes: Mapping[str, str], names: Mapping[str, str]) -> str | None:
     for cc in concepts:
         for c in as_list(cc.get("coding")):
             if (
@@ -88,7 +88,9 @@ def match_drug(concepts: list[dict], codes: Mapping[str, str], names: Mapping[st
     return None
 
 
-def drug_in_class(resource: dict, resources: Iterable[dict], vs: ValueSets, drug_class: str) -> str | None:
+def drug_in_class(
+    resource: dict[str, Any], resources: Iterable[dict[str, Any]], vs: ValueSets, drug_class: str
+) -> str | None:
     """The drug of ``drug_class`` (e.g. "gcsf", "antiviral") that ``resource`` names, or None."""
     return match_drug(
         medication_concepts(resource, resources), vs.drug_class_rxnorm[drug_class], vs.drug_class_names[drug_class]

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
+from typing import Any
 
 from service.clinical.fhirjson import as_dict, dicts
 from service.clinical.labs import Component, LabResult, parse_fhir_datetime
@@ -49,7 +50,7 @@ def _status(cc: object) -> str | None:
     return next((c for c in codes if isinstance(c, str)), None)
 
 
-def is_diabetes_code(code: dict, extra_snomed: frozenset[str] = frozenset()) -> bool:
+def is_diabetes_code(code: object, extra_snomed: frozenset[str] = frozenset()) -> bool:
     if any(c in DIABETES_SNOMED or c in extra_snomed for c in _code_of(code, SNOMED)):
         return True
     for c in _code_of(code, ICD10CM):
@@ -59,7 +60,7 @@ def is_diabetes_code(code: dict, extra_snomed: frozenset[str] = frozenset()) -> 
 
 
 def diabetes(
-    conditions: Iterable[dict] | None, patient_id: str, extra_snomed: frozenset[str] = frozenset()
+    conditions: Iterable[dict[str, Any]] | None, patient_id: str, extra_snomed: frozenset[str] = frozenset()
 ) -> tuple[bool | None, tuple[str, ...]]:
     """(flag, the Conditions behind it). None when the conditions could not be read at all."""
     if conditions is None:
@@ -170,7 +171,7 @@ ECOG_LOINC = "89247-1"
 _ECOG_ANSWERS = {"LA9622-7": 0, "LA9623-5": 1, "LA9624-3": 2, "LA9625-0": 3, "LA9626-8": 4, "LA9627-6": 5}
 
 
-def ecog(observations: Iterable[dict], patient_id: str) -> int | None:
+def ecog(observations: Iterable[dict[str, Any]], patient_id: str) -> int | None:
     """The most recent recorded ECOG performance status, or None when none is recorded."""
     best: tuple[datetime, int] | None = None
     for o in observations:
@@ -212,9 +213,9 @@ class NrmProfile:
 
 def nrm_profile(
     comps: dict[str, Component],
-    conditions: list[dict] | None,
-    patient: dict | None,
-    ecog_observations: list[dict],
+    conditions: list[dict[str, Any]] | None,
+    patient: dict[str, Any] | None,
+    ecog_observations: list[dict[str, Any]],
     patient_id: str,
     t0: datetime,
     tz: tzinfo,

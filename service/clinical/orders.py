@@ -47,7 +47,7 @@ class Trigger:
     t0_date_only: bool
 
 
-def _planned_start(order: dict, tz: tzinfo) -> tuple[datetime, bool] | None:
+def _planned_start(order: dict[str, Any], tz: tzinfo) -> tuple[datetime, bool] | None:
     starts: list[tuple[datetime, bool]] = []
     for di in dicts(order.get("dosageInstruction")):
         timing = as_dict(di.get("timing"))
@@ -58,7 +58,7 @@ def _planned_start(order: dict, tz: tzinfo) -> tuple[datetime, bool] | None:
     return min(starts, key=lambda p: p[0]) if starts else None
 
 
-def ld_drug(order: dict, patient_id: str, resources: list[dict], vs: ValueSets) -> str | None:
+def ld_drug(order: dict[str, Any], patient_id: str, resources: list[dict[str, Any]], vs: ValueSets) -> str | None:
     # Membership only for strings: a client may send any JSON there, and a dict is not hashable.
     if (
         not isinstance(order, dict)
@@ -111,7 +111,7 @@ def _oral_not_intravenous(
     return oral and not intravenous
 
 
-def cart_product(resources: list[dict], vs: ValueSets) -> str | None:
+def cart_product(resources: list[Any], vs: ValueSets) -> str | None:
     codes, names = vs.product_rxnorm, vs.product_names
     for r in resources:
         if not isinstance(r, dict):
@@ -126,7 +126,12 @@ def cart_product(resources: list[dict], vs: ValueSets) -> str | None:
 
 
 def find_trigger(
-    candidates: list[dict], draft_orders: list[dict], patient_id: str, vs: ValueSets, now: datetime, tz: tzinfo
+    candidates: list[dict[str, Any]],
+    draft_orders: list[dict[str, Any]],
+    patient_id: str,
+    vs: ValueSets,
+    now: datetime,
+    tz: tzinfo,
 ) -> Trigger | None:
     """The LD trigger among ``candidates`` (selected orders, or all at order-sign), or None.
 
@@ -155,10 +160,9 @@ def find_trigger(
     else:
         return None
     validated = regimen == "flu-cy" and (product is None or product in vs.validated_products)
-    dated = [o for o in triggering if o.start is not None]
+    dated = [(o.start, o.start_date_only) for o in triggering if o.start is not None]
     if dated:
-        first = min(dated, key=lambda o: o.start)
-        t0, date_only = first.start, first.start_date_only
+        t0, date_only = min(dated, key=lambda d: d[0])
         if date_only:
             # A date-only LD start: labs drawn that day are pre-LD in practice, so the day counts whole.
             t0 = datetime.combine(t0.date(), time.max, tz)

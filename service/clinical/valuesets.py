@@ -103,9 +103,10 @@ class ValueSets:
     ld_dose_forms: DoseForms = DoseForms()
 
 
-def _raw() -> dict:
+def _raw() -> dict[str, Any]:
     text = resources.files("service.clinical").joinpath("data/valuesets.json").read_text("utf-8")
-    return json.loads(text)
+    data: dict[str, Any] = json.loads(text)
+    return data
 
 
 _Frozen = tuple[tuple[str, tuple[str, ...]], ...]
@@ -135,9 +136,9 @@ def _build(extra_loinc: _Frozen, extra_rx: _Frozen, extra_cart: _Frozen = (), ex
         groups[name].extend(c for c in codes if c not in groups[name])
 
     lab_codes: dict[str, LabCode] = {}
-    for name, codes in groups.items():
+    for name, group_codes in groups.items():
         analyte, tier = _GROUP_ROLE[name]
-        for code in codes:
+        for code in group_codes:
             lab_codes.setdefault(code, LabCode(analyte, tier))
     prefetch_codes = {key: tuple(c for g in members for c in groups[g]) for key, members in PREFETCH_GROUPS.items()}
 

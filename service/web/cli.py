@@ -6,8 +6,12 @@ import argparse
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
 from service.web.logging_setup import configure_logging
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def create_served_app():
+def create_served_app() -> FastAPI:
     """The app as `serve` runs it: uvicorn's factory, called once in every worker process."""
     import gc
 
@@ -62,7 +66,7 @@ def create_served_app():
 # uvicorn settings of the service (bench/bare_app.py runs its baseline with the same ones): uvloop and
 # httptools (from uvicorn[standard]) named explicitly, so a missing one fails at start instead of
 # silently falling back to the slower pure-Python loop and parser.
-SERVER_OPTIONS = {
+SERVER_OPTIONS: dict[str, Any] = {
     "loop": "uvloop",
     "http": "httptools",
     "log_config": None,

@@ -9,6 +9,7 @@ and stored once. When the database cannot be reached the answer is 503, so that 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import orjson
@@ -29,7 +30,7 @@ def feedback_router(settings: Settings) -> APIRouter:
     """The feedback route, with a lifespan that opens the store and creates its schema."""
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = FeedbackStore.open(settings.feedback.database_url, settings.feedback.sqlite_path)
         app.state.feedback_store = store
         try:

@@ -26,7 +26,7 @@ MARGIN_DAYS = 2
 StopPaging = Callable[[str, Sequence[dict]], bool]
 
 
-def sort_date(resource: dict, tz: tzinfo) -> datetime | None:
+def sort_date(resource: object, tz: tzinfo) -> datetime | None:
     """The date an Observation search sorts by (`date` = effective[x]); None when it has none."""
     if not isinstance(resource, dict):
         return None

@@ -66,8 +66,8 @@ def _order_item(order: dict) -> bytes:
         timing = di.get("timing") if isinstance(di, dict) else None
         if not isinstance(timing, dict):
             continue
-        repeat = timing.get("repeat") if isinstance(timing.get("repeat"), dict) else {}
-        bounds = repeat.get("boundsPeriod") if isinstance(repeat.get("boundsPeriod"), dict) else {}
+        repeat = timing["repeat"] if isinstance(timing.get("repeat"), dict) else {}
+        bounds = repeat["boundsPeriod"] if isinstance(repeat.get("boundsPeriod"), dict) else {}
         starts.append([bounds.get("start"), timing.get("event")])
     contained = [
         m.get("code")

@@ -21,6 +21,7 @@ a request *with* a token is verified whenever trusted clients are configured.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -103,7 +104,7 @@ def install_security(app: FastAPI, settings: Settings) -> None:
     if verifier is not None:
 
         @asynccontextmanager
-        async def lifespan(_app):
+        async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
             try:
                 yield
             finally:
@@ -113,7 +114,7 @@ def install_security(app: FastAPI, settings: Settings) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
-def _json(status: int, body: dict | None, extra: list[tuple[bytes, bytes]] = ()) -> tuple[Message, Message]:
+def _json(status: int, body: dict | None, extra: Sequence[tuple[bytes, bytes]] = ()) -> tuple[Message, Message]:
     content = orjson.dumps(body) if body is not None else b""
     headers = [(b"content-length", str(len(content)).encode())]
     if body is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Self
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -65,7 +66,7 @@ class TrustedClient(BaseModel):
     jku_allowlist: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _one_key_source(self):
+    def _one_key_source(self) -> Self:
         if self.jwks_file and self.jwks_url:
             raise ValueError(f"trusted client {self.issuer!r}: give jwks_file or jwks_url, not both")
         if not (self.jwks_file or self.jwks_url or self.jku_allowlist):
