@@ -35,6 +35,7 @@ REGIMENS = {
     "fludarabine": "fludarabine",
     "bendamustine": "bendamustine",
     "cyclophosphamide": "cyclophosphamide",
+    "unknown": "LD regimen not recorded",
 }
 
 
