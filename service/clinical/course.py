@@ -23,7 +23,15 @@ API (the entry point; the grid lives in ``course_grid.py``, the phenotype automa
 - ``Measures.as_json()`` / ``Phenotype.as_json()`` / ``Interval.as_json()``: the §9.8 shapes.
 
 "Today" is a facility-local calendar date everywhere: a hook passes ``now.astimezone(tz).date()``,
-the cohort its ``--as-of`` date.
+the cohort its ``--as-of`` date. A hook::
+
+    infs, flags = infusions(resources, pid, vs, tz)
+    course = course_for(infs, today)                      # None: not in a course, no card
+    ld = ld_start(course, resources, pid, vs, tz)
+    ht = assess_patient(ld_trigger(course, ld, vs), observations, pid, vs, rules)
+    result = course_result(observations, course, today, pid, vs, rules)
+
+(the cohort: ``courses(infs)`` instead of ``course_for``). C1–C8 of §9.7 as FHIR data: ``tests/course_cases.py``.
 """
 
 from __future__ import annotations
