@@ -8,7 +8,8 @@ LD, and 100 days (day 0..99) of a daily CBC with differential, 10 Observations a
 neutrophil %, lymphocyte % and count, monocyte %, RBC, haematocrit, platelets, haemoglobin): about
 1,000 Observations. One scoring = ``infusions`` + ``ld_start`` + ``course_result`` (live, today =
 day 99) + the HT assessment at LD (``assess_patient`` with ``ld_trigger``), as the follow-up service
-and the cohort run them. Prints p50/p99 over N scorings (target p99 ≤ 20 ms), then the median cost at
+and the cohort run them. Prints p50/p99 over N scorings, wall clock and the thread's CPU time (target
+p99 ≤ 20 ms), then the median cost at
 250 … 4,000 results (more draws a day beyond 1,000) split into the course part and the HT part, with
 the course's cost per result, which stays flat when the growth is linear.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import time
 from datetime import date, datetime, timedelta
@@ -128,9 +130,17 @@ def main() -> None:
     n_obs = sum(1 for r in res if r["resourceType"] == "Observation")
     for _ in range(20):  # warm-up
         score(res, today)
-    totals = [sum(score(res, today)) * 1000 for _ in range(args.n)]
+    walls: list[float] = []
+    cpus: list[float] = []
+    for _ in range(args.n):
+        c0 = time.thread_time()
+        walls.append(sum(score(res, today)) * 1000)
+        cpus.append((time.thread_time() - c0) * 1000)
     print(f"course patient, {n_obs} Observations, {args.n} scorings (infusions + ld_start + course_result + HT at LD):")
-    print(f"  p50 {pct(totals, 0.5):.2f} ms   p99 {pct(totals, 0.99):.2f} ms   (target p99 ≤ 20 ms)")
+    print(f"  wall p50 {pct(walls, 0.5):.2f} ms   p99 {pct(walls, 0.99):.2f} ms   (target p99 ≤ 20 ms)")
+    # On a shared machine the wall-clock tail is mostly other processes; the thread's CPU time is not.
+    load = os.getloadavg()[0]
+    print(f"  CPU  p50 {pct(cpus, 0.5):.2f} ms   p99 {pct(cpus, 0.99):.2f} ms   (load average {load:.1f})")
     print()
     # The minimum shows the growth without the noise of a shared machine; the median is what a hook sees.
     print("| results | course ms p50 / min | HT at LD ms p50 / min | total ms p50 / min | course µs/result (min) |")
