@@ -495,11 +495,46 @@ def test_lowering_an_anc_never_lowers_a_bound(series: Any, today_day: Any, data:
         assert y.min >= x.min and y.max >= x.max
 
 
-def test_answers_do_not_depend_on_input_order() -> None:
-    labs = [anc(0, 0.3), anc(3, 0.3), anc(10, 0.3), *daily(14, 100, 2.0), plt(3, 45)]
-    a = run(labs)
-    b = run(list(reversed(labs)))
-    assert (a.measures, a.phenotype, a.current_severe_run) == (b.measures, b.phenotype, b.current_severe_run)
+def _mixed(day: int, k: int, value: str) -> list[dict]:
+    """One draw of day ``day``: a direct ANC, or WBC × neutrophil % (two WBC results of the specimen)."""
+    when = at(day, 6 + k)
+    v = float(value)
+    if k % 2 == 0:
+        return [obs(f"a{day}-{k}", "751-8", v, "10*9/L", when)]
+    return [
+        obs(f"w{day}-{k}", "6690-2", 2 * v, "10*9/L", when),
+        obs(f"x{day}-{k}", "6690-2", 4 * v, "10*9/L", when),
+        obs(f"p{day}-{k}", "770-8", 50, "%", when),
+    ]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(st.integers(0, 60), st.integers(0, 3), VALUES), max_size=30),
+    st.one_of(st.none(), st.integers(0, 60)),
+    st.randoms(use_true_random=False),
+)
+def test_answers_do_not_depend_on_input_order(draws: Any, today_day: Any, rnd: Any) -> None:
+    labs = [o for d, k, v in draws for o in _mixed(d, k, v)] + [plt(3, 45), plt(40, 60, "q")]
+    shuffled = list(labs)
+    rnd.shuffle(shuffled)
+    a, b = run(labs, today_day), run(shuffled, today_day)
+    assert (a.measures, a.phenotype, a.current_severe_run, a.grids, a.flags) == (
+        b.measures,
+        b.phenotype,
+        b.current_severe_run,
+        b.grids,
+        b.flags,
+    )
+    assert {k: (x.result.value, x.day) for k, x in a.latest.items()} == {
+        k: (x.result.value, x.day) for k, x in b.latest.items()
+    }
+
+
+def test_derived_anc_uses_the_wbc_giving_the_lowest_anc() -> None:
+    r = run([*_mixed(5, 1, "0.45")], today_day=5)  # WBC 0.9 and 1.8 with 50 %: ANC 0.45 (not 0.9)
+    assert r.grids["anc"].states[5][1] == 1
+    assert r.latest["anc"].result.value == Decimal("0.45")
 
 
 # ---------------------------------------------------------------- bad shapes never raise
