@@ -255,6 +255,18 @@ def test_infusion_effective_period_and_code_and_other_patient() -> None:
     assert infusions([administration("f", "fludarabine", at(0))], PATIENT, VS, TZ)[0] == []
 
 
+def test_infusion_by_medication_reference() -> None:
+    med = {
+        "resourceType": "Medication",
+        "id": "m1",
+        "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "2594780"}]},
+    }
+    ref = administration("r", "", at(0), medicationReference={"reference": "Medication/m1"})
+    del ref["medicationCodeableConcept"]
+    (inf,), _ = infusions([ref, med], PATIENT, VS, TZ)
+    assert inf.product == "ciltacabtagene autoleucel"
+
+
 def test_procedure_codes_are_a_parameter() -> None:
     proc = {
         "resourceType": "Procedure",

@@ -257,6 +257,12 @@ def _done(resource: Resource, not_done: frozenset[str]) -> bool:
     return not (isinstance(status, str) and status in not_done)
 
 
+def _medications(pool: list[Resource]) -> list[Resource]:
+    # A medicationReference is looked up among these only: scanning every resource for each
+    # administration would make a long record quadratic.
+    return [r for r in pool if r.get("resourceType") == "Medication"]
+
+
 def _has_code(resource: Resource, codes: frozenset[tuple[str, str]]) -> bool:
     return any(
         (c.get("system"), c.get("code")) in codes
@@ -282,6 +288,7 @@ def infusions(
     for a Procedure).
     """
     pool = [r for r in resources if isinstance(r, dict)]
+    meds = _medications(pool)
     found: list[Infusion] = []
     flags: set[str] = set()
     for r in pool:
@@ -290,7 +297,7 @@ def infusions(
         if rtype == "MedicationAdministration":
             if not _done(r, NOT_GIVEN) or not belongs_to(r, patient_id):
                 continue
-            product = match_drug(medication_concepts(r, pool), vs.product_rxnorm, vs.product_names)
+            product = match_drug(medication_concepts(r, meds), vs.product_rxnorm, vs.product_names)
             if product is None:
                 continue
             t = _time_of(r, "effectiveDateTime", "effectivePeriod", tz)
@@ -348,6 +355,7 @@ def ld_start(course: Course, resources: Iterable[Resource], patient_id: str, vs:
     """§9.2: the earliest LD-drug MedicationAdministration on course days −14..0; else the earliest
     planned start of an LD MedicationRequest in that range; else day 0 − 5, flagged ``t0-assumed``."""
     pool = [r for r in resources if isinstance(r, dict)]
+    meds = _medications(pool)
     given: list[tuple[datetime, bool, str, str]] = []  # (when, date_only, ref, drug)
     ordered: list[tuple[datetime, bool, str, str]] = []
     for r in pool:
@@ -366,7 +374,7 @@ def ld_start(course: Course, resources: Iterable[Resource], patient_id: str, vs:
             continue
         if not LD_FIRST_DAY <= course.day_of(_local_day(t[0], t[1], tz)) <= 0:
             continue
-        drug = match_drug(medication_concepts(r, pool), vs.ld_rxnorm, vs.ld_names)
+        drug = match_drug(medication_concepts(r, meds), vs.ld_rxnorm, vs.ld_names)
         if drug is not None:
             into.append((t[0], t[1], resource_ref(r) or "", drug))
     drugs = frozenset(x[3] for x in given + ordered)
