@@ -19,6 +19,8 @@ from service.clinical.course import (
     infusions,
     ld_start,
     ld_trigger,
+    registry_infusion,
+    registry_ld_start,
     result_below,
 )
 from service.clinical.labs import LabRules, parse_observation
@@ -349,6 +351,17 @@ def test_ld_start_assumed() -> None:
     assert (trig.regimen, trig.validated_context, trig.t0_assumed) == ("unknown", False, True)
     a = assess_patient(trig, [], PATIENT, VS, RULES)
     assert "t0-assumed" in a.flags and a.confirmed.group == "indeterminate"
+
+
+def test_registry_overrides() -> None:
+    (course,) = courses([registry_infusion(DAY0, TZ, "idecabtagene vicleucel")])
+    assert (course.day0, course.last_day, course.infusion.ref) == (DAY0, 100, None)
+    res = [ld_given(-6, "flu"), administration("cy", "cyclophosphamide", at(-6, 11))]
+    ld = registry_ld_start("2024-03-09", course, res, PATIENT, VS, TZ)
+    assert ld is not None and (ld.source, ld.value, ld.date_only, ld.flags) == ("registry", "2024-03-09", True, ())
+    trig = ld_trigger(course, ld, VS)
+    assert (trig.regimen, trig.validated_context, trig.t0_assumed, trig.t0_date_only) == ("flu-cy", True, False, True)
+    assert registry_ld_start("03/09/2024", course, res, PATIENT, VS, TZ) is None
 
 
 # ---------------------------------------------------------------- phenotype automaton

@@ -13,6 +13,8 @@ API (the entry point; the grid lives in ``course_grid.py``, the phenotype automa
   before the next infusion day).
 - ``course_for(infusions, today) -> Course | None``: the course that contains ``today`` (a hook's).
 - ``ld_start(course, resources, patient_id, vs, tz) -> LdStart``: the §9.2 LD start (T0 of the score).
+- ``registry_infusion(day, tz)`` / ``registry_ld_start(value, course, resources, patient_id, vs, tz)``:
+  the cohort's registry CSV overriding §9.2 (source ``registry``).
 - ``ld_trigger(course, ld, vs) -> Trigger``: the adapter that lets ``assessment.assess_patient`` score HT
   at that LD start (the HT rules are not repeated here).
 - ``course_result(observations, course, today, patient_id, vs, rules) -> CourseResult``: the daily
@@ -67,7 +69,8 @@ from service.clinical.phenotype import PhenotypeName, candidates
 from service.clinical.valuesets import ValueSets
 
 Resource = dict[str, Any]  # one FHIR resource as JSON, unchecked
-LdSource = Literal["administration", "order", "assumed"]
+# "registry": the cohort's CSV of the program's registry, which overrides §9.2 (§10).
+LdSource = Literal["administration", "order", "registry", "assumed"]
 
 COURSE_DAYS: Final = 100  # day 0 .. day +100 (§9.2)
 LD_FIRST_DAY: Final = -14  # LD drugs count on course days −14..0 (§9.2)
@@ -388,6 +391,23 @@ def ld_start(course: Course, resources: Iterable[Resource], patient_id: str, vs:
     return LdStart(
         datetime.combine(assumed, time.max, tz), assumed.isoformat(), True, "assumed", None, drugs, ("t0-assumed",)
     )
+
+
+def registry_infusion(day: date, tz: tzinfo, product: str | None = None) -> Infusion:
+    """Day 0 from a registry (§10 CSV ``infusion_date``): a date-only infusion with no resource behind it."""
+    return Infusion(None, product, datetime.combine(day, time(0), tz), True, day)
+
+
+def registry_ld_start(
+    value: str, course: Course, resources: Iterable[Resource], patient_id: str, vs: ValueSets, tz: tzinfo
+) -> LdStart | None:
+    """The LD start from a registry (§10 CSV ``ld_start``, a date or a dateTime), or None when it does not
+    parse. The regimen still comes from the record's LD drugs on days −14..0 (``ld_start``)."""
+    parsed = parse_fhir_datetime(value, tz)
+    if parsed is None:
+        return None
+    t0, text = _as_ld(parsed[0], parsed[1], tz)
+    return LdStart(t0, text, parsed[1], "registry", None, ld_start(course, resources, patient_id, vs, tz).drugs, ())
 
 
 def ld_trigger(course: Course, ld: LdStart, vs: ValueSets) -> Trigger:
