@@ -44,6 +44,7 @@ from tests.course_cases import (
     resources,
     today,
 )
+from tests.test_hostile_input import OBS_FIELDS, json_values
 
 VS = value_sets()
 RULES = LabRules(tz=TZ)
@@ -565,37 +566,75 @@ def test_derived_anc_uses_the_wbc_giving_the_lowest_anc() -> None:
 # ---------------------------------------------------------------- bad shapes never raise
 
 
-JSONISH = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-    max_leaves=8,
+ADMIN_FIELDS = [
+    "status",
+    "subject",
+    "medicationCodeableConcept",
+    "medicationReference",
+    "contained",
+    "effectiveDateTime",
+    "effectivePeriod",
+    "resourceType",
+    "id",
+]
+PROCEDURE = {
+    "resourceType": "Procedure",
+    "id": "pr",
+    "status": "completed",
+    "subject": {"reference": f"Patient/{PATIENT}"},
+    "code": {"coding": [{"system": "s", "code": "c"}]},
+    "performedDateTime": at(0, 10),
+}
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(OBS_FIELDS),
+    json_values,
+    st.integers(0, 20),
+    st.sampled_from(["infusion", "ld", "procedure"]),
+    st.sampled_from(ADMIN_FIELDS),
+    json_values,
 )
+def test_hostile_json_never_raises_nor_hides_aplasia(
+    obs_field: str, obs_value: Any, day: int, which: str, admin_field: str, admin_value: Any
+) -> None:
+    """Any JSON in one field of one result and of one infusion / LD / Procedure resource: no exception,
+    and C2 (aplastic, 16 days below 0.5) never loses its unfavourable answers."""
+    labs = [*daily(0, 15, 0.2), *daily(16, 100, 1.8)]
+    labs[day][obs_field] = obs_value
+    res = {"infusion": infusion(), "ld": ld_given(), "procedure": dict(PROCEDURE)}
+    res[which][admin_field if which != "procedure" else admin_field.replace("effective", "performed")] = admin_value
+    everything = [*res.values(), *labs, obs_value, admin_value]
+    infs, _ = infusions(everything, PATIENT, VS, TZ, frozenset({("s", "c")}))
+    for course in courses(infs):
+        ld = ld_start(course, everything, PATIENT, VS, TZ)
+        assess_patient(ld_trigger(course, ld, VS), everything, PATIENT, VS, RULES)
+        r = course_result(everything, course, COMPLETED_TODAY, PATIENT, VS, RULES)
+        if course.day0 == DAY0 and course.last_day == 100:
+            m = r.measures
+            assert m.severe_neutropenia_14 != "no" and m.protracted_severe_neutropenia != "no"
+            assert "aplastic" in r.phenotype.candidates
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.lists(
-        st.sampled_from(["effectiveDateTime", "effectivePeriod", "valueQuantity", "status", "code", "subject"]),
-        max_size=3,
-    ),
-    JSONISH,
-    st.sampled_from(["mmol/L", "G/L", "", "10*6/uL", "%", "xyz"]),
-)
-def test_bad_shapes_never_raise(fields: list[str], junk: Any, unit: str) -> None:
+@given(st.sampled_from(["mmol/L", "G/L", "", "10*6/uL", "%", "xyz", "/nl", "K/uL"]), st.booleans())
+def test_odd_units_censored_strings_and_no_effective_never_raise(unit: str, drop_time: bool) -> None:
     o = anc(3, 0.3)
     o["valueQuantity"]["unit"] = o["valueQuantity"]["code"] = unit
-    for f in fields:
-        o[f] = junk
     censored_string = {**anc(4, 0.3), "valueQuantity": {"value": "<0.5", "comparator": "<<"}}
-    no_effective = anc(5, 0.3)
+    value_string = {**anc(5, 0.3), "valueString": "<0.5"}
+    del value_string["valueQuantity"]
+    no_effective = anc(6, 0.3)
     del no_effective["effectiveDateTime"]
-    inf_junk = administration("j", "Kymriah", None, effectivePeriod=junk, status=junk)
-    res = [infusion(), inf_junk, {"resourceType": "Procedure", "code": junk}, junk, o, censored_string, no_effective]
-    infs, _ = infusions(res, PATIENT, VS, TZ, frozenset({("s", "c")}))  # type: ignore[arg-type]
-    for course in courses(infs):
-        ld = ld_start(course, res, PATIENT, VS, TZ)  # type: ignore[arg-type]
-        assess_patient(ld_trigger(course, ld, VS), res, PATIENT, VS, RULES)  # type: ignore[arg-type]
-        course_result(res, course, DAY0 + timedelta(days=6), PATIENT, VS, RULES)  # type: ignore[arg-type]
+    if drop_time:
+        del o["effectiveDateTime"]
+    res = [infusion(), administration("j", "Kymriah", None), o, censored_string, value_string, no_effective]
+    g = run(res, today_day=8).grids["anc"]
+    valid = unit in ("G/L", "/nl", "K/uL") and not drop_time
+    assert g.states[3][1] == (1 if valid else 2)  # a rejected unit: unknown, never dropped and filled
+    assert g.states[4][1] == 2  # an unreadable comparator: the value is unknown
+    assert not g.measured[5] and not g.measured[6]  # a valueString, no time at all: not results
 
 
 def test_result_below_on_one_result() -> None:
