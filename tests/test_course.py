@@ -17,10 +17,9 @@ from service.clinical.course import (
     course_result,
     courses,
     infusions,
+    ld_anchor,
     ld_start,
     ld_trigger,
-    registry_infusion,
-    registry_ld_start,
     result_below,
 )
 from service.clinical.labs import LabRules, parse_observation
@@ -354,15 +353,11 @@ def test_ld_start_assumed() -> None:
     assert "t0-assumed" in a.flags and a.confirmed.group == "indeterminate"
 
 
-def test_registry_overrides() -> None:
-    (course,) = courses([registry_infusion(DAY0, TZ, "idecabtagene vicleucel")])
-    assert (course.day0, course.last_day, course.infusion.ref) == (DAY0, 100, None)
-    res = [ld_given(-6, "flu"), administration("cy", "cyclophosphamide", at(-6, 11))]
-    ld = registry_ld_start("2024-03-09", course, res, PATIENT, VS, TZ)
-    assert ld is not None and (ld.source, ld.value, ld.date_only, ld.flags) == ("registry", "2024-03-09", True, ())
-    trig = ld_trigger(course, ld, VS)
-    assert (trig.regimen, trig.validated_context, trig.t0_assumed, trig.t0_date_only) == ("flu-cy", True, False, True)
-    assert registry_ld_start("03/09/2024", course, res, PATIENT, VS, TZ) is None
+def test_ld_anchor_date_only_is_the_end_of_the_local_day() -> None:
+    t0, text = ld_anchor(datetime.combine(DAY0, time(0), TZ), True, TZ)
+    assert (t0, text) == (datetime.combine(DAY0, time.max, TZ), DAY0.isoformat())
+    when = datetime.combine(DAY0, time(9, 30), TZ)
+    assert ld_anchor(when, False, TZ) == (when, when.isoformat())
 
 
 # ---------------------------------------------------------------- phenotype automaton

@@ -13,8 +13,8 @@ API (the entry point; the grid lives in ``course_grid.py``, the phenotype automa
   before the next infusion day).
 - ``course_for(infusions, today) -> Course | None``: the course that contains ``today`` (a hook's).
 - ``ld_start(course, resources, patient_id, vs, tz) -> LdStart``: the §9.2 LD start (T0 of the score).
-- ``registry_infusion(day, tz)`` / ``registry_ld_start(value, course, resources, patient_id, vs, tz)``:
-  the cohort's registry CSV overriding §9.2 (source ``registry``).
+- ``ld_anchor(when, date_only, tz) -> (t0, text)``: T0 and its text for an LD start known at ``when``
+  (the end of the local day when only a date is known), for any other source of LD start (a registry).
 - ``ld_trigger(course, ld, vs) -> Trigger``: the adapter that lets ``assessment.assess_patient`` score HT
   at that LD start (the HT rules are not repeated here).
 - ``course_result(observations, course, today, patient_id, vs, rules) -> CourseResult``: the daily
@@ -69,8 +69,7 @@ from service.clinical.phenotype import PhenotypeName, candidates
 from service.clinical.valuesets import ValueSets
 
 Resource = dict[str, Any]  # one FHIR resource as JSON, unchecked
-# "registry": the cohort's CSV of the program's registry, which overrides §9.2 (§10).
-LdSource = Literal["administration", "order", "registry", "assumed"]
+LdSource = Literal["administration", "order", "assumed"]
 
 COURSE_DAYS: Final = 100  # day 0 .. day +100 (§9.2)
 LD_FIRST_DAY: Final = -14  # LD drugs count on course days −14..0 (§9.2)
@@ -347,7 +346,8 @@ def course_for(infs: Iterable[Infusion], today: date) -> Course | None:
 # ---------------------------------------------------------------- LD start
 
 
-def _as_ld(when: datetime, date_only: bool, tz: tzinfo) -> tuple[datetime, str]:
+def ld_anchor(when: datetime, date_only: bool, tz: tzinfo) -> tuple[datetime, str]:
+    """T0 for §1 scoring and the LD start's text ("YYYY-MM-DD" or the dateTime) from when it is known."""
     if date_only:
         # As for the order-time trigger: labs drawn on a date-only LD day are pre-LD in practice.
         return datetime.combine(when.date(), time.max, tz), when.date().isoformat()
@@ -384,30 +384,13 @@ def ld_start(course: Course, resources: Iterable[Resource], patient_id: str, vs:
     for source, found in (("administration", given), ("order", ordered)):
         if found:
             when, date_only, ref, _ = min(found, key=lambda x: (x[0], x[2]))
-            t0, value = _as_ld(when, date_only, tz)
+            t0, value = ld_anchor(when, date_only, tz)
             src: LdSource = "administration" if source == "administration" else "order"
             return LdStart(t0, value, date_only, src, ref or None, drugs, ())
     assumed = course.day0 + timedelta(days=ASSUMED_LD_DAY)
     return LdStart(
         datetime.combine(assumed, time.max, tz), assumed.isoformat(), True, "assumed", None, drugs, ("t0-assumed",)
     )
-
-
-def registry_infusion(day: date, tz: tzinfo, product: str | None = None) -> Infusion:
-    """Day 0 from a registry (§10 CSV ``infusion_date``): a date-only infusion with no resource behind it."""
-    return Infusion(None, product, datetime.combine(day, time(0), tz), True, day)
-
-
-def registry_ld_start(
-    value: str, course: Course, resources: Iterable[Resource], patient_id: str, vs: ValueSets, tz: tzinfo
-) -> LdStart | None:
-    """The LD start from a registry (§10 CSV ``ld_start``, a date or a dateTime), or None when it does not
-    parse. The regimen still comes from the record's LD drugs on days −14..0 (``ld_start``)."""
-    parsed = parse_fhir_datetime(value, tz)
-    if parsed is None:
-        return None
-    t0, text = _as_ld(parsed[0], parsed[1], tz)
-    return LdStart(t0, text, parsed[1], "registry", None, ld_start(course, resources, patient_id, vs, tz).drugs, ())
 
 
 def ld_trigger(course: Course, ld: LdStart, vs: ValueSets) -> Trigger:
