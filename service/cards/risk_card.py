@@ -40,6 +40,7 @@ REGIMENS = {
     "fludarabine": "fludarabine",
     "bendamustine": "bendamustine",
     "cyclophosphamide": "cyclophosphamide",
+    "unknown": "LD regimen not recorded",
 }
 
 

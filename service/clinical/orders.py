@@ -24,7 +24,8 @@ from service.clinical.valuesets import RXNORM, DoseForms, ValueSets
 ORDER_TYPES = frozenset({"MedicationRequest", "MedicationOrder"})
 DEAD_STATUS = frozenset({"entered-in-error", "cancelled", "stopped", "revoked", "completed"})
 
-Regimen = Literal["flu-cy", "fludarabine", "bendamustine", "cyclophosphamide"]
+# "unknown": a course whose LD drugs are not in the record (clinical-spec §9.2, LD start assumed).
+Regimen = Literal["flu-cy", "fludarabine", "bendamustine", "cyclophosphamide", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,11 @@ def _planned_start(order: dict[str, Any], tz: tzinfo) -> tuple[datetime, bool] |
             if isinstance(raw, str) and (p := parse_fhir_datetime(raw, tz)):
                 starts.append(p)
     return min(starts, key=lambda p: p[0]) if starts else None
+
+
+def planned_start(order: dict[str, Any], tz: tzinfo) -> tuple[datetime, bool] | None:
+    """The earliest planned start of an order (boundsPeriod.start or the first timing event) and date_only."""
+    return _planned_start(order, tz)
 
 
 def ld_drug(order: dict[str, Any], patient_id: str, resources: list[dict[str, Any]], vs: ValueSets) -> str | None:
