@@ -301,6 +301,24 @@ def test_two_infusions_split_courses() -> None:
     assert "course-cut-short" in r.flags
 
 
+def test_a_split_dose_of_the_same_product_within_14_days_is_one_course() -> None:
+    # Obecabtagene autoleucel is given as a split dose (days 1 and 10): one treatment, one course, whose
+    # neutropenia since the first dose keeps counting.
+    res = [
+        administration("d1", "obecabtagene autoleucel", at(0)),
+        administration("d2", "obecabtagene autoleucel", at(9)),
+        *daily(0, 12, 0.3),
+    ]
+    infs, _ = infusions(res, PATIENT, VS, TZ)
+    (course,) = courses(infs)
+    assert (course.day0, course.last_day) == (DAY0, 100)
+    r = course_result(res, course, DAY0 + timedelta(days=12), PATIENT, VS, RULES)
+    assert r.current_severe_run.as_json() == {"min": 13, "max": 13}
+    # Another product, or the same one after 14 days, is a new course.
+    for later in (administration("o", "Kymriah", at(9)), administration("d3", "obecabtagene autoleucel", at(15))):
+        assert len(courses(infusions([res[0], later], PATIENT, VS, TZ)[0])) == 2
+
+
 def test_same_day_infusions_are_one_course() -> None:
     infs, _ = infusions([infusion(0), infusion(0, oid="bag2")], PATIENT, VS, TZ)
     assert len(infs) == 2 and len(courses(infs)) == 1

@@ -72,6 +72,8 @@ Resource = dict[str, Any]  # one FHIR resource as JSON, unchecked
 LdSource = Literal["administration", "order", "assumed"]
 
 COURSE_DAYS: Final = 100  # day 0 .. day +100 (§9.2)
+# Further doses of one product within this many days of day 0 belong to its course (split dosing) [DESIGN].
+SPLIT_DOSE_DAYS: Final = 14
 LD_FIRST_DAY: Final = -14  # LD drugs count on course days −14..0 (§9.2)
 ASSUMED_LD_DAY: Final = -5  # the nominal "day −5" [SRC european-mcl]
 # The latest ANC / PLT / Hb shown on a card come from the LD range on: an older value belongs to
@@ -322,13 +324,20 @@ def infusions(
 def courses(infs: Iterable[Infusion]) -> list[Course]:
     """Every course of the patient, first first; infusions on the same local day make one course.
 
-    A further infusion day ends the course the day before, even within 100 days [spec §9.2; note that a
-    split-dose product given on two days would start a second course].
+    A further infusion day ends the course the day before, even within 100 days (spec §9.2), except a
+    further dose of the same product within SPLIT_DOSE_DAYS of day 0 [DESIGN, safety]: split-dose
+    products (e.g. obecabtagene autoleucel, days 1 and 10) are one treatment, and starting a new course
+    at the second dose would drop the days of neutropenia before it (a shorter current run, no F2/F3).
+    An infusion recorded without a product (a Procedure) counts as the same product.
     """
     first_of_day: dict[date, Infusion] = {}
     for i in sorted(infs, key=lambda i: (i.when, i.ref or "")):
         first_of_day.setdefault(i.day, i)
-    days = sorted(first_of_day)
+    days: list[date] = []
+    for d in sorted(first_of_day):
+        if days and _further_dose(first_of_day[days[-1]], first_of_day[d]):
+            continue
+        days.append(d)
     out: list[Course] = []
     for k, d in enumerate(days):
         last = d + timedelta(days=COURSE_DAYS)
@@ -336,6 +345,11 @@ def courses(infs: Iterable[Infusion]) -> list[Course]:
             last = min(last, days[k + 1] - timedelta(days=1))
         out.append(Course(first_of_day[d], k, d, last))
     return out
+
+
+def _further_dose(first: Infusion, later: Infusion) -> bool:
+    same_product = first.product is None or later.product is None or first.product == later.product
+    return same_product and (later.day - first.day).days <= SPLIT_DOSE_DAYS
 
 
 def course_for(infs: Iterable[Infusion], today: date) -> Course | None:

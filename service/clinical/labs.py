@@ -322,6 +322,31 @@ def _same_specimen(a: LabResult, b: LabResult) -> bool:
     return not a.date_only and not b.date_only and a.effective == b.effective
 
 
+class _Partners:
+    """The results that share a specimen with a given one (``_same_specimen``), found through an index:
+    a scan would pair every percentage with every WBC, quadratic in a long record (a daily CBC for 100
+    days is ~1,000 results)."""
+
+    def __init__(self, results: list[LabResult]) -> None:
+        self._all = results
+        self._by_specimen: dict[str, list[int]] = {}
+        self._by_time: dict[datetime, list[int]] = {}
+        for i, r in enumerate(results):
+            if r.specimen:
+                self._by_specimen.setdefault(r.specimen, []).append(i)
+            if not r.date_only and r.effective is not None:
+                self._by_time.setdefault(r.effective, []).append(i)
+
+    def of(self, r: LabResult) -> list[LabResult]:
+        found: set[int] = set()
+        if r.specimen:
+            found.update(self._by_specimen.get(r.specimen, ()))
+        if not r.date_only and r.effective is not None:
+            found.update(self._by_time.get(r.effective, ()))
+        # In input order, and exactly the pairs _same_specimen accepts (the index only narrows the search).
+        return [self._all[i] for i in sorted(found) if _same_specimen(self._all[i], r)]
+
+
 def _earliest(parts: Iterable[LabResult]) -> LabResult:
     return min(parts, key=_collected)
 
@@ -438,15 +463,16 @@ def derive_anc(results: list[LabResult]) -> list[LabResult]:
         if r.analyte in by:
             by[r.analyte].append(r)
     out: list[LabResult] = []
+    band_abs, band_pct, wbc_of = _Partners(by["band_abs"]), _Partners(by["band_pct"]), _Partners(by["wbc"])
     for seg in by["seg_abs"]:
-        out += _with_bands(seg, [b for b in by["band_abs"] if _same_specimen(seg, b)], "anc", 1)
+        out += _with_bands(seg, band_abs.of(seg), "anc", 1)
     pcts = list(by["neut_pct"])
     for seg in by["seg_pct"]:
-        pcts += _with_bands(seg, [b for b in by["band_pct"] if _same_specimen(seg, b)], "neut_pct", 0)
+        pcts += _with_bands(seg, band_pct.of(seg), "neut_pct", 0)
     for pct in pcts:
         if pct.problem is None and pct.comparator:
             continue  # a censored percentage gives no number to multiply
-        wbcs = [w for w in by["wbc"] if _same_specimen(w, pct)]
+        wbcs = wbc_of.of(pct)
         if wbcs:
             at = _earliest([pct, *wbcs])
             out += [_times(wbc, pct, at) for wbc in wbcs]
