@@ -8,12 +8,22 @@ window), older draws go back over the 30-day lookback and, for the large sizes, 
 results a real `_sort=-date` search returns). Values vary slightly per draw so that the payload is
 not one repeated string.
 
-    .venv/bin/python bench/payloads.py 35     # prints the request JSON
+`real_server_body(n)` is the same request as a real FHIR server returns its prefetch (issue 15):
+every searchset Bundle with its id, `meta.lastUpdated` and `self` link, every entry with its
+`fullUrl`, every resource with `meta` (versionId, lastUpdated, source), the codings with their
+display, the category's display and the result's `issued` time (2 h after the
+draw). None of these can change the answer (effective[x] is present, so `issued` is not read; no
+reference range or interpretation is added); the 35-Observation request is about 30 KB.
+
+    .venv/bin/python bench/payloads.py 35            # prints the request JSON
+    .venv/bin/python bench/payloads.py 35 --real     # the real-server form
 """
 
 from __future__ import annotations
 
+import copy
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,6 +47,17 @@ ANALYTES = {
     "ldh": ("2532-0", "U/L", 240),
     "crea": ("2160-0", "mg/dL", 0.9),
 }
+# The LOINC long names a server carries as the coding's display.
+DISPLAY = {
+    "751-8": "Neutrophils [#/volume] in Blood by Automated count",
+    "718-7": "Hemoglobin [Mass/volume] in Blood",
+    "777-3": "Platelets [#/volume] in Blood by Automated count",
+    "1988-5": "C reactive protein [Mass/volume] in Serum or Plasma",
+    "2276-4": "Ferritin [Mass/volume] in Serum or Plasma",
+    "2532-0": "Lactate dehydrogenase [Enzymatic activity/volume] in Serum or Plasma",
+    "2160-0": "Creatinine [Mass/volume] in Serum or Plasma",
+}
+SERVER = "https://fhir.hospital.example.org/fhir"
 
 
 def observations(n: int) -> list[dict]:
@@ -67,5 +88,50 @@ def body(n_observations: int) -> bytes:
     return orjson.dumps(order_select(n_observations))
 
 
+def _served_resource(resource: dict, updated: str, k: int) -> dict:
+    out = {"resourceType": resource["resourceType"], "id": resource["id"]}
+    out["meta"] = {"versionId": "1", "lastUpdated": updated, "source": f"#{uuid.UUID(int=k + 1).hex[-16:]}"}
+    out.update((key, value) for key, value in resource.items() if key not in out)
+    if out["resourceType"] == "Observation":
+        out["category"][0]["coding"][0]["display"] = "Laboratory"
+        coding = out["code"]["coding"][0]
+        coding["display"] = DISPLAY.get(coding["code"], coding["code"])
+        drawn = datetime.fromisoformat(out["effectiveDateTime"])
+        out["issued"] = (drawn + timedelta(hours=2)).isoformat(timespec="milliseconds")
+    return out
+
+
+def as_served(prefetch: dict) -> dict:
+    """The prefetch as a real FHIR server sends it (see the module's docstring)."""
+    updated = (T0 - timedelta(hours=6)).isoformat(timespec="milliseconds")
+    out: dict = {}
+    for key, value in copy.deepcopy(prefetch).items():
+        if value.get("resourceType") != "Bundle":
+            out[key] = _served_resource(value, updated, len(out))
+            continue
+        entries = []
+        for n, entry in enumerate(value.get("entry", [])):
+            resource = _served_resource(entry["resource"], updated, 1000 * len(out) + n)
+            path = f"{resource['resourceType']}/{resource['id']}"
+            entries.append({"fullUrl": f"{SERVER}/{path}", "resource": resource, "search": entry["search"]})
+        out[key] = {
+            "resourceType": "Bundle",
+            "id": str(uuid.UUID(int=len(out) + 1)),
+            "meta": {"lastUpdated": updated},
+            "type": "searchset",
+            "total": len(entries),
+            "link": [{"relation": "self", "url": f"{SERVER}/Observation?patient={PATIENT}&_sort=-date&key={key}"}],
+            "entry": entries,
+        }
+    return out
+
+
+def real_server_body(n_observations: int) -> bytes:
+    request = order_select(n_observations)
+    request["prefetch"] = as_served(request["prefetch"])
+    return orjson.dumps(request)
+
+
 if __name__ == "__main__":
-    sys.stdout.buffer.write(body(int(sys.argv[1]) if len(sys.argv) > 1 else 35))
+    n = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 35
+    sys.stdout.buffer.write(real_server_body(n) if "--real" in sys.argv else body(n))
