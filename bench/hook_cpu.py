@@ -8,7 +8,8 @@ ASGI app and reports the CPU time (time.process_time) per request: the median of
 the minimum, which the other processes on a shared machine disturb least. `prod` is production mode
 with one trusted RS384 EHR and a fresh pre-signed token (new jti) per request. No HTTP server, no
 uvicorn: what is left is the service's own work plus FastAPI/Starlette, the part that issue 15 is
-about. With --profile, a cProfile of the last mode is written to FILE (and its top printed).
+about. Logging is configured as `serve` does it (JSON lines), into a temporary file. With
+--profile, a cProfile of the last mode is written to FILE (and its top printed).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ if str(REPO) not in sys.path:
 
 from bench.payloads import body, real_server_body  # noqa: E402
 from service.web.app import create_app  # noqa: E402
+from service.web.logging_setup import configure_logging  # noqa: E402
 from service.web.settings import Settings  # noqa: E402
 from tests.jwt_keys import Ehr, write_jwks  # noqa: E402
 
@@ -109,8 +111,15 @@ def main() -> None:
     args = parser.parse_args()
     payload = real_server_body(35) if args.body == "real" else body(35)
     ehr = Ehr(alg="RS384", kid="bench-rs384")
-    jwks = write_jwks(Path(tempfile.mkdtemp(prefix="hook-cpu-")) / "jwks.json", ehr)
+    tmp = tempfile.TemporaryDirectory(prefix="hook-cpu-")
+    jwks = write_jwks(Path(tmp.name) / "jwks.json", ehr)
     modes = ("dev", "prod") if args.mode == "both" else (args.mode,)
+    log_file = open(jwks.parent / "service.log", "w")  # noqa: SIM115 (open for the process's life)
+    stdout, sys.stdout = sys.stdout, log_file
+    try:
+        configure_logging("info")  # its handler writes to the sys.stdout of now: the file
+    finally:
+        sys.stdout = stdout
     for mode in modes:
         if mode == "dev":
             settings = Settings(service={"development_mode": True, "public_base_url": BASE})
@@ -136,6 +145,8 @@ def main() -> None:
             f"{mode:4s} {args.body} body ({len(payload)} bytes): CPU per request median "
             f"{statistics.median(times) * 1e6:.0f} µs, min {min(times) * 1e6:.0f} µs"
         )
+    log_file.close()
+    tmp.cleanup()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ parse → trigger (not LD: no cards) → SSRF check → reuse lookup → resolve
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -86,7 +87,8 @@ class OrderHookPipeline:
 
         # order-select's data serves order-sign (same issuer, server, user, patient, LD orders);
         # never in place of a client's own first page: it may hold results newer than the cache.
-        rkey = reuse_key(issuer, fhir_server, ctx, self.clinic.vs)
+        # Made only when the cache is read or written: the digest re-reads every draft order (~25 µs).
+        rkey = functools.cache(lambda: reuse_key(issuer, fhir_server, ctx, self.clinic.vs))
         reused, cache = self.reuse.before_resolve(req.hook, rkey, lacking(templates, req.prefetch, paginated=False))
         f = self.fhir_settings
         try:

@@ -145,23 +145,30 @@ class ReuseCache:
         return True
 
     def before_resolve(
-        self, hook: str, key: ReuseKey, lacking: set[str]
+        self, hook: str, key: ReuseKey | Callable[[], ReuseKey], lacking: set[str]
     ) -> tuple[dict[str, list[dict]] | None, CacheState]:
-        """(reusable data, cache state) for a hook: looked up at order-sign when the prefetch lacks keys."""
+        """(reusable data, cache state) for a hook: looked up at order-sign when the prefetch lacks keys.
+
+        `key` may be a function that makes the key: it is called only when the cache is read."""
         if hook != READ_AT or not lacking or not self.enabled:
             return None, "skip"
-        data = self.get(key)
+        data = self.get(key() if callable(key) else key)
         if not data or not lacking & data.keys():
             return None, "miss"
         return {k: v for k, v in data.items() if k in lacking}, "hit"
 
     def after_resolve(
-        self, hook: str, key: ReuseKey, resolved: Mapping[str, Sequence[dict]], fetched: set[str]
+        self,
+        hook: str,
+        key: ReuseKey | Callable[[], ReuseKey],
+        resolved: Mapping[str, Sequence[dict]],
+        fetched: set[str],
     ) -> None:
         """Keep what an order-select had to fetch from the FHIR server (failed keys are absent).
 
         Keys the client prefetched are not kept: the client sends them again at order-sign, and
-        holding fewer patient data in memory is also the cheaper path on every hook.
+        holding fewer patient data in memory is also the cheaper path on every hook. A `key`
+        function is called only when something is kept.
         """
         if hook == STORE_AT and fetched:
-            self.put(key, {k: v for k, v in resolved.items() if k in fetched})
+            self.put(key() if callable(key) else key, {k: v for k, v in resolved.items() if k in fetched})
