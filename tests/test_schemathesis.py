@@ -31,10 +31,11 @@ def test_openapi_declares_the_request_bodies(tmp_path):
         assert op["requestBody"]["required"] is True
         assert op["requestBody"]["content"]["application/json"]["schema"]["type"] == "object"
         ids = next(p for p in op["parameters"] if p["name"] == "service_id")["schema"]["enum"]
-        assert ids == ["hematotox-order-select", "hematotox-order-sign"]
+        assert ids == ["hematotox-follow-up", "hematotox-order-select", "hematotox-order-sign"]
     assert service["requestBody"]["content"]["application/json"]["schema"]["properties"]["hook"]["enum"] == [
         "order-select",
         "order-sign",
+        "patient-view",
     ]
 
 
