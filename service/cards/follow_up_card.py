@@ -31,12 +31,12 @@ _SHORT_SOURCE = {
     REJESKI: "Rejeski 2023 (CAR-HEMATOTOX)",
     LOCAL: "local protocol default (R12: no source gives a frequency)",
 }
-_SUMMARY_PART: dict[ItemId, str] = {
-    "F1": "antibacterial prophylaxis",
-    "F2": "antifungal prophylaxis",
-    "F3": "check CD34+ boost backup",
-    "F4": "consider G-CSF",
-    "F5": "CBC with differential due",
+_SUMMARY_PART: dict[ItemId, tuple[str, str]] = {  # (wording, the shorter one when all do not fit)
+    "F1": ("fluoroquinolone prophylaxis", "fluoroquinolone"),
+    "F2": ("antifungal prophylaxis", "antifungal"),
+    "F3": ("check CD34+ boost backup", "CD34+ backup"),
+    "F4": ("consider G-CSF", "G-CSF"),
+    "F5": ("CBC with differential due", "CBC due"),
 }
 # Which configured drug (settings [follow_up.drugs]) an item's one-click draft orders.
 _DRUG_OF: dict[ItemId, str] = {"F1": "fluoroquinolone", "F2": "azole", "F4": "gcsf"}
@@ -102,16 +102,17 @@ def _phenotype(view: FollowUpView) -> str:
 
 
 def summary(view: FollowUpView) -> str:
-    head = f"Day +{view.result.day} after CAR-T, HT-{view.at_ld.confirmed.group} at LD: "
-    parts = [_SUMMARY_PART[i.id] for i in view.items]
-    text = head + ", ".join(parts)
-    while len(text) > SUMMARY_MAX and len(parts) > 1:
-        parts.pop()
-        text = head + ", ".join(parts) + " …"
+    run = view.result.current_severe_run
+    head = f"Day +{view.result.day} after CAR-T, HT-{view.at_ld.confirmed.group} at LD"
+    if run.min:
+        head += f", ANC <0.5 for {_span(run)} d"
+    text = f"{head}: {', '.join(_SUMMARY_PART[i.id][0] for i in view.items)}"
+    if len(text) > SUMMARY_MAX:  # at most 113 characters with the short wordings
+        text = f"{head}: {', '.join(_SUMMARY_PART[i.id][1] for i in view.items)}"
     return text[:SUMMARY_MAX]
 
 
-def _item_text(item: Item, view: FollowUpView) -> str:
+def _item_text(item: Item, view: FollowUpView, ref: int) -> str:
     r = view.result
     run = r.current_severe_run
     match item.id:
@@ -119,8 +120,8 @@ def _item_text(item: Item, view: FollowUpView) -> str:
             anc = r.latest["anc"]
             why = f"ANC <0.5 ×10⁹/L on {anc.date.isoformat()}"
             what = (
-                "a fluoroquinolone (levofloxacin or ciprofloxacin) may be considered; caution with MDR "
-                "colonisation or high local MDR Gram-negative prevalence"
+                "a fluoroquinolone (levofloxacin or ciprofloxacin) may be considered; caution if MDR-colonised "
+                "or with high local MDR Gram-negative rates"
             )
         case "F2":
             why = f"ANC <0.5 for {_span(run)} days in a row (≥{view.rules.prolonged_run_days})"
@@ -137,7 +138,7 @@ def _item_text(item: Item, view: FollowUpView) -> str:
             age = "no ANC since day −14" if due.age_days is None else f"latest ANC {due.age_days} days ago"
             why = f"{age}, interval {due.interval_days} days"
             what = "CBC with differential due"
-    return f"- **{item.id}** {why}: {what}. *{item.strength}*"
+    return f"- **{item.id}** {why}: {what}. *{item.strength}* [{ref}]"
 
 
 def detail(view: FollowUpView) -> str:
@@ -151,13 +152,14 @@ def detail(view: FollowUpView) -> str:
         f"ANC <0.5 on days 0–60: {_span(m.severe_neutropenia_days)} days so far · current run "
         f"{_span(r.current_severe_run)} d · phenotype so far: {_phenotype(view)}",
         "",
-        *(_item_text(i, view) for i in view.items),
-        "",
     ]
+    # Numbered references: each source once, in the order the items cite them.
+    sources = list(dict.fromkeys(_SOURCES[i.id] for i in view.items))
+    lines += [_item_text(i, view, sources.index(_SOURCES[i.id]) + 1) for i in view.items]
+    lines.append("")
     strengths = sorted({i.strength for i in view.items})
     lines.append("Strength: " + " · ".join(f"*{s}* {_STRENGTH_SHORT[s]}" for s in strengths))
-    sources = list(dict.fromkeys(_SOURCES[i.id] for i in view.items))
-    lines.append("Sources: " + " · ".join(_SHORT_SOURCE[s] for s in sources) + " (links below).")
+    lines.append("Sources: " + " · ".join(f"[{n}] {_SHORT_SOURCE[s]}" for n, s in enumerate(sources, 1)))
     flags = [*view.infusion_flags, *ld.flags]
     notes = [_FLAG_NOTES[f] for f in dict.fromkeys(flags) if f in _FLAG_NOTES]
     lines += notes

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta, tzinfo
+from typing import Any
 
 from cds_hooks.models import Card
 from service.cards.follow_up_card import FollowUpView, follow_up_card
@@ -80,7 +81,12 @@ def infusion_templates(vs: ValueSets, follow_up: FollowUp) -> dict[str, str]:
 
 
 def find_course(
-    stage1: Mapping[str, list[dict]], patient_id: str, vs: ValueSets, tz: tzinfo, follow_up: FollowUp, today: date
+    stage1: Mapping[str, list[dict[str, Any]]],
+    patient_id: str,
+    vs: ValueSets,
+    tz: tzinfo,
+    follow_up: FollowUp,
+    today: date,
 ) -> tuple[Course | None, tuple[str, ...]]:
     """The course that contains today (None: not in a course, no cards) and the infusion flags."""
     resources = [r for key in (INFUSION_KEY, INFUSION_PROCEDURE_KEY) for r in stage1.get(key, ())]
@@ -117,7 +123,7 @@ def follow_up_cards(
     course: Course,
     infusion_flags: tuple[str, ...],
     patient_id: str,
-    data: Mapping[str, list[dict]],
+    data: Mapping[str, list[dict[str, Any]]],
     vs: ValueSets,
     rules: LabRules,
     follow_up: FollowUp,
@@ -127,7 +133,7 @@ def follow_up_cards(
     meds = [*data.get(ADMINISTRATIONS_KEY, ()), *data.get(ORDERS_KEY, ())]
     ld = ld_start(course, meds, patient_id, vs, rules.tz)
     labs = [r for key in (*GRID_LAB_KEYS, *LD_LAB_KEYS) for r in data.get(key, ())]
-    at_ld = assess_patient(ld_trigger(course, ld), labs, patient_id, vs, rules)
+    at_ld = assess_patient(ld_trigger(course, ld, vs), labs, patient_id, vs, rules)
     # The grid reads ANC, PLT and Hb only; CRP and ferritin are for the score at LD.
     result = course_result(
         [r for key in GRID_LAB_KEYS for r in data.get(key, ())], course, today, patient_id, vs, rules
