@@ -403,16 +403,17 @@ def ld_trigger(course: Course, ld: LdStart, vs: ValueSets) -> Trigger:
 # ---------------------------------------------------------------- the course
 
 
-def _state_of(threshold: Threshold, result: LabResult) -> int:
+def _states_of(thresholds: tuple[Threshold, ...], result: LabResult) -> States:
     if result.problem is not None or result.value is None:
-        return UNKNOWN
-    return threshold.state(result.span())
+        return (UNKNOWN,) * len(thresholds)
+    span = result.span()
+    return tuple(t.state(span) for t in thresholds)
 
 
 def result_below(result: LabResult, threshold: Decimal) -> Tri:
     """ "yes" when a usable result is surely below ``threshold`` (canonical unit), "no" when surely not,
     "unknown" for a censored value on both sides (e.g. "<1.0" against 0.5) or an unusable result."""
-    st = _state_of(Threshold(threshold), result)
+    (st,) = _states_of((Threshold(threshold),), result)
     return "yes" if st == BELOW else "no" if st == NOT else "unknown"
 
 
@@ -450,7 +451,7 @@ def course_result(
             return
         if r.problem is not None:
             flags.add(f"untrusted:{analyte}")
-        placed[analyte].append((day, tuple(_state_of(t, r) for t in THRESHOLDS[analyte])))
+        placed[analyte].append((day, _states_of(THRESHOLDS[analyte], r)))
 
     for obs in observations:
         r = parse_observation(obs, patient_id, vs, rules)
