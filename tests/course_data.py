@@ -84,9 +84,7 @@ class Course:
         out: list[dict] = []
         if self.infusion:
             out.append(
-                medication(
-                    "MedicationAdministration", f"{patient}-cart", patient, AXI_CEL, "Yescarta", at(d0, 0, 14)
-                )
+                medication("MedicationAdministration", f"{patient}-cart", patient, AXI_CEL, "Yescarta", at(d0, 0, 14))
             )
         for i, (code, name) in enumerate(((FLUDARABINE, "fludarabine"), (CYCLOPHOSPHAMIDE, "cyclophosphamide"))):
             if self.ld == "administration":
@@ -102,7 +100,12 @@ class Course:
             if d <= self.day:
                 out.append(
                     medication(
-                        "MedicationAdministration", f"{patient}-gcsf-{d}", patient, FILGRASTIM, "filgrastim", at(d0, d, 10)
+                        "MedicationAdministration",
+                        f"{patient}-gcsf-{d}",
+                        patient,
+                        FILGRASTIM,
+                        "filgrastim",
+                        at(d0, d, 10),
                     )
                 )
         for analyte, value in self.ld_labs.items():

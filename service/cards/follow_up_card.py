@@ -26,10 +26,10 @@ DETAIL_MAX = 1200
 # Each item's source (a numbered reference on the card) and its short wording for the summary.
 _SOURCES: dict[ItemId, tuple[str, str]] = {"F1": ICAHT, "F2": ASH_SAP, "F3": REJESKI, "F4": ICAHT, "F5": LOCAL}
 _SHORT_SOURCE = {
-    ICAHT: "EHA/EBMT ICAHT, Blood 2023",
-    ASH_SAP: "ASH-SAP prophylaxis table",
-    REJESKI: "Rejeski 2023 (CAR-HEMATOTOX)",
-    LOCAL: "local protocol default (R12: no source gives a frequency)",
+    ICAHT: "ICAHT (Blood 2023)",
+    ASH_SAP: "ASH-SAP",
+    REJESKI: "Rejeski 2023",
+    LOCAL: "local default (no sourced frequency)",
 }
 _SUMMARY_PART: dict[ItemId, tuple[str, str]] = {  # (wording, the shorter one when all do not fit)
     "F1": ("fluoroquinolone prophylaxis", "fluoroquinolone"),
@@ -49,17 +49,17 @@ _TITLES: dict[ItemId, str] = {
 }
 # STRENGTH_WORDS of the prophylaxis card, shortened for the 1,200-character detail budget.
 _STRENGTH_SHORT = {
-    "G": "guideline/consensus",
-    "P": "primary study, hypothesis-level",
+    "G": "guideline",
+    "P": "primary study",
     "X": "local protocol / extrapolated",
 }
 _FLAG_NOTES = {
-    "t0-assumed": "LD start assumed (day −5): no LD drug recorded on days −14 to 0.",
-    "infusion-without-date": "A CAR-T administration without a date was ignored.",
+    "t0-assumed": "LD start assumed: day −5 (no LD drug on days −14 to 0).",
+    "infusion-without-date": "An undated CAR-T administration was ignored.",
 }
 
 SOURCE = Source(label="hematotox-cds follow-up (clinical-spec §9.6): ICAHT 2023, ASH-SAP, Rejeski 2023", url=ICAHT[1])
-LINKS = {src: Link(label=_SHORT_SOURCE[src], url=src[1], type="absolute") for src in (ICAHT, ASH_SAP, REJESKI)}
+LINKS = {src: Link(label=src[0], url=src[1], type="absolute") for src in (ICAHT, ASH_SAP, REJESKI)}
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def _latest(view: FollowUpView, analyte: str) -> str:
     r = latest.result
     value = "—" if r.value is None else f"{r.comparator or ''}{number(r.value)}"
     unit = DISPLAY_UNITS.get(r.unit, r.unit)
-    return f"{LAB_NAMES[analyte]} {value} {unit} ({latest.date.isoformat()}, day {latest.day:+d})"
+    return f"{LAB_NAMES[analyte]} {value} {unit} ({latest.date.isoformat()})"
 
 
 def _phenotype(view: FollowUpView) -> str:
@@ -118,25 +118,25 @@ def _item_text(item: Item, view: FollowUpView, ref: int) -> str:
     match item.id:
         case "F1":
             anc = r.latest["anc"]
-            why = f"ANC <0.5 ×10⁹/L on {anc.date.isoformat()}"
+            why = f"ANC <0.5 on {anc.date.isoformat()}"
             what = (
                 "a fluoroquinolone (levofloxacin or ciprofloxacin) may be considered; caution if MDR-colonised "
-                "or with high local MDR Gram-negative rates"
+                "or high local MDR Gram-negative rates"
             )
         case "F2":
             why = f"ANC <0.5 for {_span(run)} days in a row (≥{view.rules.prolonged_run_days})"
             what = "antifungal prophylaxis (fluconazole or posaconazole)"
         case "F3":
-            why = f"{_span(run)} days in a row (≥{APLASTIC_RUN_DAYS}, aplastic pattern)"
-            what = "a CD34+ stem-cell boost may be needed: check backup product"
+            why = f"run ≥{APLASTIC_RUN_DAYS} days (aplastic pattern)"
+            what = "a CD34+ stem-cell boost may be needed; check backup product"
         case "F4":
-            why = f"day +{r.day}, no G-CSF ordered or given in this course"
+            why = "no G-CSF ordered or given"
             what = "consider G-CSF (filgrastim 5 µg/kg once daily)"
         case _:
             due = cbc_due(r, view.at_ld.confirmed.group, view.rules)
             assert due is not None
             age = "no ANC since day −14" if due.age_days is None else f"latest ANC {due.age_days} days ago"
-            why = f"{age}, interval {due.interval_days} days"
+            why = f"{age} (interval {due.interval_days} d)"
             what = "CBC with differential due"
     return f"- **{item.id}** {why}: {what}. *{item.strength}* [{ref}]"
 
@@ -144,12 +144,12 @@ def _item_text(item: Item, view: FollowUpView, ref: int) -> str:
 def detail(view: FollowUpView) -> str:
     r, ld = view.result, view.ld
     m = r.measures
-    ld_text = ld.value[:10] + (", assumed" if ld.source == "assumed" else "")
+    ld_text = ld.value[:10]  # "assumed" is said in the notes
     lines = [
-        f"**Day +{r.day}** after CAR-T infusion ({r.course.day0.isoformat()}) · HT at LD ({ld_text}): "
+        f"**Day +{r.day}** after infusion ({r.course.day0.isoformat()}) · HT at LD ({ld_text}): "
         f"**{_group_text(view.at_ld)}**",
         " · ".join(_latest(view, a) for a in ("anc", "platelets", "hemoglobin")),
-        f"ANC <0.5 on days 0–60: {_span(m.severe_neutropenia_days)} days so far · current run "
+        f"Days with ANC <0.5 (0–60): {_span(m.severe_neutropenia_days)} so far · current run "
         f"{_span(r.current_severe_run)} d · phenotype so far: {_phenotype(view)}",
         "",
     ]
@@ -158,12 +158,12 @@ def detail(view: FollowUpView) -> str:
     lines += [_item_text(i, view, sources.index(_SOURCES[i.id]) + 1) for i in view.items]
     lines.append("")
     strengths = sorted({i.strength for i in view.items})
-    lines.append("Strength: " + " · ".join(f"*{s}* {_STRENGTH_SHORT[s]}" for s in strengths))
+    lines.append("Strength: " + " · ".join(f"{s} {_STRENGTH_SHORT[s]}" for s in strengths))
     lines.append("Sources: " + " · ".join(f"[{n}] {_SHORT_SOURCE[s]}" for n, s in enumerate(sources, 1)))
     flags = [*view.infusion_flags, *ld.flags]
     notes = [_FLAG_NOTES[f] for f in dict.fromkeys(flags) if f in _FLAG_NOTES]
     lines += notes
-    lines.append(f"Rules {view.ruleset}. Decision support, not an order.")
+    lines.append(f"Rules {view.ruleset} · decision support, not an order.")
     text = "\n".join(lines)
     return text if len(text) <= DETAIL_MAX else text[: DETAIL_MAX - 1] + "…"
 
