@@ -46,9 +46,11 @@ _BUNDLE = {
 }
 
 
-def hook_request_schema(hooks: Iterable[str]) -> dict[str, Any]:
-    """A CDS Hooks service request (`POST {base}/cds-services/{id}`) for the given hook names."""
+def hook_request_schema(hooks: Iterable[str], prefetch_keys: Iterable[str] = ()) -> dict[str, Any]:
+    """A CDS Hooks service request (`POST {base}/cds-services/{id}`) for the given hook names, with the
+    prefetch keys the services declare (any other key is allowed as well)."""
     names = frozenset(hooks)
+    value = {"type": ["object", "null"], "properties": _RESOURCE["properties"]}
     return {
         "type": "object",
         "required": ["hook", "hookInstance", "context"],
@@ -84,7 +86,8 @@ def hook_request_schema(hooks: Iterable[str]) -> dict[str, Any]:
             "prefetch": {
                 # key -> a resource or a searchset Bundle, or null ("looked, found nothing")
                 "type": "object",
-                "additionalProperties": {"type": ["object", "null"], "properties": _RESOURCE["properties"]},
+                "properties": dict.fromkeys(sorted(set(prefetch_keys)), value),
+                "additionalProperties": value,
             },
         },
     }

@@ -97,4 +97,9 @@ def test_generated_requests_never_get_a_5xx(tmp_path):
     )
     assert not failures, failures[:5]
     assert total >= MIN_REQUESTS
-    assert statuses[200] > 100  # the generated requests get past validation, not only 400s
+    # The generated requests get past validation, not only 400s: answered (200), or refused at the FHIR
+    # fallback (412, no server allowed). Issue 13 added patient-view: a third of the generated service
+    # calls now name a hook their service does not answer, and patient-view without its prefetch key
+    # stops at 412, and draftOrders is no longer required by the schema: 200s alone fell from over 100 to
+    # 55-75, 200s and 412s together are 90-110 in repeated runs.
+    assert statuses[200] + statuses[412] > 50

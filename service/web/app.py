@@ -134,7 +134,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     hooks = ORDER_HOOKS | {PATIENT_VIEW}
 
-    @app.post("/cds-services/{service_id}", openapi_extra=json_request_body(hook_request_schema(hooks)))
+    keys = {key for s in registry for key in s.prefetch}
+    request_schema = hook_request_schema(hooks, keys)
+
+    @app.post("/cds-services/{service_id}", openapi_extra=json_request_body(request_schema))
     async def call_service(service_id: str, request: Request) -> Response:
         service = registry.get(service_id)
         if service is None:
