@@ -84,6 +84,80 @@ def loop(url: str, payload: bytes, seconds: float) -> dict:
     return {"rps": len(times) / seconds, "requests": len(times), "p50": pct(50), "p99": pct(99)}
 
 
+def in_process(payload: bytes, n: int) -> dict[str, float]:
+    """Without HTTP, `n` calls each, best of 3 (µs per call), the hook log line written as in production
+    (JSON, to /dev/null): the follow-up pipeline alone; the whole app (middlewares, routing, the route)
+    for this request and for an unknown service id (404: the same stack, no hook work); the bare app."""
+    import asyncio
+    import logging
+
+    import bench.bare_app as bare
+    from service.web.app import create_app
+    from service.web.logging_setup import JsonFormatter
+    from service.web.pipeline import FollowUpPipeline
+    from service.web.settings import Settings
+
+    os.environ["HEMATOTOX_CONFIG"] = str(CONFIG)
+    app = create_app(Settings())
+    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 (closed with the process)
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger().handlers[:] = [handler]
+    logging.getLogger().setLevel(logging.INFO)
+    service = app.state.registry.get("hematotox-follow-up")
+    # No FHIR client: the patient is not in a course and the prefetch answered, nothing is fetched.
+    pipeline = FollowUpPipeline(app.state.clinic, app.state.settings.fhir, None, app.state.fhir_allowlist)  # type: ignore[arg-type]
+
+    async def asgi(target, path: str) -> int:  # one POST through an ASGI app, as uvicorn would call it
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+            "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80), "headers": [(b"host", b"bench"), (b"content-type", b"application/json"),
+                                                     (b"content-length", str(len(payload)).encode())],
+        }  # fmt: skip
+        messages = [{"type": "http.request", "body": payload, "more_body": False}]
+        status = []
+
+        async def receive() -> dict:
+            return messages.pop() if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await target(scope, receive, send)
+        return status[0]
+
+    async def pipeline_call() -> int:
+        answer = await pipeline.run(service, payload, "bench")
+        assert answer.body == b'{"cards":[]}', answer
+        return answer.status
+
+    async def best(call, expect: int) -> float:
+        for _ in range(200):
+            assert await call() == expect
+        rounds = []
+        for _ in range(3):
+            started = time.perf_counter()
+            for _ in range(n):
+                await call()
+            rounds.append((time.perf_counter() - started) / n * 1e6)
+        return min(rounds)
+
+    async def run() -> dict[str, float]:
+        # The app's lifespan is not run (it would open the FHIR client and the feedback store, which
+        # nothing here uses): the route gets the same pipeline, without a FHIR client.
+        app.state.follow_up = pipeline
+        bare_app = bare.create_app()
+        return {
+            "pipeline": await best(pipeline_call, 200),
+            "app": await best(lambda: asgi(app, PATH), 200),
+            "app_404": await best(lambda: asgi(app, "/cds-services/unknown"), 404),
+            "bare": await best(lambda: asgi(bare_app, PATH), 200),
+        }
+
+    return asyncio.run(run())
+
+
 def _json(line: str) -> dict:
     try:
         value = json.loads(line)
@@ -97,6 +171,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement, interleaved (median reported)")
     parser.add_argument("--connections", type=int, default=16, help="connections for the throughput runs (wrk)")
+    parser.add_argument("--in-process", type=int, default=5000, help="calls per in-process measurement")
     parser.add_argument("--wait-quiet", type=float, default=120.0, help="wait up to this long for test runs to end")
     args = parser.parse_args()
     have_wrk = subprocess.run(["which", "wrk"], capture_output=True).returncode == 0
@@ -163,6 +238,15 @@ def main() -> None:
             f"time = 1 / throughput) | {ls['rps']:.0f} ±{ls['spread']['rps'] * 50:.0f}% | {lb['rps']:.0f} | "
             f"{per_request:.2f} (time per request) | ≤ {TARGET}× | {'met' if per_request <= TARGET else '**missed**'} |"
         )
+    us = in_process(payload, args.in_process)
+    rows += [
+        f"| in process, no HTTP (µs per call, best of 3 × {args.in_process}): the whole app | {us['app']:.0f} | "
+        f"{us['bare']:.0f} | {us['app'] / us['bare']:.2f} | | |",
+        f"| in process: an unknown service id through the same app (404: middlewares, routing, error handler) | "
+        f"{us['app_404']:.0f} | {us['bare']:.0f} | {us['app_404'] / us['bare']:.2f} | | |",
+        f"| in process: the follow-up pipeline alone (parse → infusions → no course → log line, metrics) | "
+        f"{us['pipeline']:.0f} | | | | |",
+    ]
     print("\n".join(rows))
 
 
