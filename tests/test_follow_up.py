@@ -490,6 +490,13 @@ def test_indeterminate_as_high_gives_f1_and_f4_as_extrapolation():
     assert cbc_interval("indeterminate", 10, FollowUpRules()) == 3
 
 
+def test_items_a_site_switched_off_stay_off():
+    result = _result(15, Interval(14, 14), (15, "0.2"))
+    assert [i.id for i in applicable_items(result, "high", False, FollowUpRules())] == ["F1", "F2", "F3", "F4"]
+    rules = FollowUpRules(disabled=frozenset({"R2", "F3"}))  # by its §4 id or its own
+    assert [i.id for i in applicable_items(result, "high", False, rules)] == ["F2", "F4"]
+
+
 def test_every_item_at_once_fits_the_budget():
     # F5 with F1 needs an interval shorter than 2 days; every flag note as well.
     rules = FollowUpRules(cbc_high_early_days=1)

@@ -32,6 +32,9 @@ _NOT_ORDERED = frozenset({"draft", "cancelled", "entered-in-error", "revoked"})
 _NOT_GIVEN = frozenset({"not-done", "entered-in-error"})
 
 BASE_STRENGTH: dict[ItemId, Strength] = {"F1": "G", "F2": "G", "F3": "P", "F4": "G", "F5": "X"}
+# The §4 recommendation each item carries into the course: a site that switched one off
+# ([recommendations] disabled) does not get it after infusion either.
+RECOMMENDATION_OF: dict[ItemId, str] = {"F1": "R2", "F2": "R9", "F3": "R4", "F4": "R1", "F5": "R12"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class FollowUpRules:
     cbc_low_early_days: int = 7  # F5 otherwise, days 0–30
     # An indeterminate HT group counts as HT-high for F1/F4 (strength X), as for the order hooks.
     indeterminate_as_high: bool = False
+    # Item ids switched off by the site: F1–F5 themselves, or the §4 ids they carry (R2, R9, R4, R1, R12).
+    disabled: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,8 @@ def applicable_items(result: CourseResult, group: str, gcsf: bool, rules: Follow
     items: list[Item] = []
 
     def add(item_id: ItemId, extrapolated: bool = False) -> None:
+        if item_id in rules.disabled or RECOMMENDATION_OF[item_id] in rules.disabled:
+            return
         items.append(Item(item_id, "X" if extrapolated else BASE_STRENGTH[item_id]))
 
     anc = result.latest.get("anc")

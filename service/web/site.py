@@ -50,6 +50,7 @@ def _follow_up(s: Settings) -> FollowUp:
         cbc_high_late_days=f.cbc_interval_high_late_days,
         cbc_low_early_days=f.cbc_interval_low_early_days,
         indeterminate_as_high=s.recommendations.treat_indeterminate_as_high,
+        disabled=frozenset(s.recommendations.disabled),
     )
     # Only what the site configured: [recommendations.drugs] (not the shipped defaults) under
     # [follow_up.drugs], which wins for the same key.
