@@ -9,6 +9,7 @@ from service.cards.order_hooks import Clinic, prefetch_templates
 from service.cards.suggestions import DEFAULT_DRUGS, Drug
 from service.clinical.labs import LabRules
 from service.clinical.valuesets import value_sets
+from service.cohort.config import CohortRules
 from service.web.settings import Settings
 
 
@@ -36,4 +37,19 @@ def clinic_from_settings(s: Settings) -> Clinic:
         monitoring=r.monitoring_schedule,
         m_easix_crp_mg_per_l=r.m_easix_crp_mg_per_l,
         extra_diabetes_snomed=frozenset(c.extra_diabetes_snomed),
+    )
+
+
+def cohort_rules_from_settings(s: Settings) -> CohortRules:
+    """The same clinical configuration for `hematotox-cds cohort`, in the picklable form its workers need."""
+    clinic, c = clinic_from_settings(s), s.clinical
+    return CohortRules(
+        rules=clinic.rules,
+        ferritin_uln=clinic.ferritin_uln,
+        m_easix_crp_mg_per_l=clinic.m_easix_crp_mg_per_l,
+        extra_diabetes_snomed=clinic.extra_diabetes_snomed,
+        extra_loinc=c.extra_loinc,
+        extra_ld_rxnorm=c.extra_ld_rxnorm,
+        extra_cart_rxnorm=c.extra_cart_rxnorm,
+        extra_drug_rxnorm=c.extra_drug_rxnorm,
     )
