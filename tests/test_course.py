@@ -1,0 +1,545 @@
+"""The post-infusion course (clinical-spec §9): worked cases C1–C8, day 0, LD start, and properties."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from service.clinical.assessment import assess_patient
+from service.clinical.course import (
+    CourseResult,
+    course_for,
+    course_result,
+    courses,
+    infusions,
+    ld_start,
+    ld_trigger,
+    result_below,
+)
+from service.clinical.labs import LabRules, parse_observation
+from service.clinical.phenotype import candidates
+from service.clinical.valuesets import value_sets
+from tests.cases import obs
+from tests.course_cases import (
+    CASES,
+    COMPLETED_TODAY,
+    DAY0,
+    PATIENT,
+    TZ,
+    CourseCase,
+    administration,
+    anc,
+    at,
+    daily,
+    infusion,
+    ld_given,
+    plt,
+    resources,
+    today,
+)
+
+VS = value_sets()
+RULES = LabRules(tz=TZ)
+
+
+def run(labs: list[dict], today_day: int | None = None, extra: list[dict] | None = None) -> CourseResult:
+    res = [infusion(), ld_given(), *labs, *(extra or [])]
+    infs, _ = infusions(res, PATIENT, VS, TZ)
+    (course,) = courses(infs)
+    when = COMPLETED_TODAY if today_day is None else DAY0 + timedelta(days=today_day)
+    return course_result(res, course, when, PATIENT, VS, RULES)
+
+
+# ---------------------------------------------------------------- C1–C8 (§9.7)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_worked_course_case(case: CourseCase) -> None:
+    res = resources(case)
+    infs, flags = infusions(res, PATIENT, VS, TZ)
+    assert flags == ()
+    # A hook sees a live course (course_for); a completed one is the cohort's (courses).
+    course = course_for(infs, today(case)) if case.today_day is not None else courses(infs)[0]
+    assert course is not None and course.day0 == DAY0
+    assert course_for(infs, today(case)) == (course if case.today_day is not None else None)
+    r = course_result(res, course, today(case), PATIENT, VS, RULES)
+    m = r.measures.as_json()
+    for key, want in case.measures.items():
+        assert m.get(key) == want, key
+    if case.phenotype:
+        assert r.phenotype.as_json() == case.phenotype
+    if case.current_run is not None:
+        assert r.current_severe_run.as_json() == {"min": case.current_run[0], "max": case.current_run[1]}
+    assert r.live == (case.today_day is not None)
+
+
+def test_c1_every_measure() -> None:
+    r = run([anc(0, 3.0), *daily(1, 5, 0.3), *daily(6, 100, 2.0)])
+    assert r.measures.as_json() == {
+        "severeNeutropeniaDays": {"min": 5, "max": 5},
+        "severeNeutropenia14": "no",
+        "severeNeutropeniaEarly": "yes",
+        "severeNeutropeniaLate": "no",
+        "protractedSevereNeutropenia": "no",
+        "profoundNeutropenia": "no",
+        "protractedProfoundNeutropenia": "no",
+        "prolongedNeutropenia": "no",
+        # No PLT / Hb results: unknown, never "no".
+        "severeThrombocytopeniaEarly": "unknown",
+        "severeThrombocytopeniaLate": "unknown",
+        "severeAnemiaEarly": "unknown",
+        "severeAnemiaLate": "unknown",
+        "ancRecoveryDay": 6,
+        "followUpDays": 100,
+    }
+    assert r.day == 150 and not r.live
+    assert r.current_severe_run.as_json() == {"min": 0, "max": 0}
+    assert "severe-anemia-labs-only" in r.flags
+
+
+def test_c5_grid_filling() -> None:
+    r = run([anc(0, 0.3), anc(3, 0.3), anc(10, 0.3), *daily(14, 100, 2.0)])
+    below = [s[1] for s in r.grids["anc"].states[:15]]  # ANC 0.5 states, 1 = below, 2 = unknown
+    assert below == [1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 1, 2, 2, 2, 0]
+    assert r.measures.anc_recovery_day == 14
+
+
+def test_c8_live_ht_high_and_gcsf_is_not_ours() -> None:
+    case = CASES[-1]
+    res = resources(case)
+    infs, _ = infusions(res, PATIENT, VS, TZ)
+    course = course_for(infs, today(case))
+    assert course is not None
+    ld = ld_start(course, res, PATIENT, VS, TZ)
+    assert (ld.source, ld.value[:10], ld.flags) == ("administration", "2024-03-10", ())
+    ht = assess_patient(ld_trigger(course, ld, VS), res, PATIENT, VS, RULES)
+    assert ht.confirmed.min >= 2 and ht.confirmed.group == "high"
+    r = course_result(res, course, today(case), PATIENT, VS, RULES)
+    assert r.day == 9 and r.live
+    assert r.latest["anc"].day == 9 and result_below(r.latest["anc"].result, Decimal("0.5")) == "yes"
+    assert "aplastic" in r.phenotype.candidates
+
+
+# ---------------------------------------------------------------- grid and measures
+
+
+def test_censored_values_keep_their_interval() -> None:
+    r = run([anc(0, 1.0, "<"), anc(1, 1.5, ">"), anc(2, 0.1, "<")], today_day=2)
+    states = r.grids["anc"].states
+    assert states[0] == (2, 2, 1, 1)  # "<1.0": unknown vs 0.1 and 0.5, below 1.0, not above 1.5
+    assert states[1] == (0, 0, 0, 0)  # ">1.5": surely not below 1.0, above 1.5
+    assert states[2][:2] == (1, 1)  # "<0.1": below 0.1 and 0.5
+
+
+def test_exactly_1_5_is_not_a_recovery() -> None:
+    r = run([*daily(0, 3, 0.3), *daily(4, 100, 1.5)])
+    assert r.phenotype.value == "unclassified"  # dipped, never above 1.5
+    r = run([*daily(0, 3, 0.3), *daily(4, 100, 1.51)])
+    assert r.phenotype.value == "quick"
+
+
+def test_lowest_value_of_a_day_whatever_its_code() -> None:
+    derived = [
+        obs("wbc", "6690-2", 1.0, "10*9/L", at(3)),
+        obs("pct", "770-8", 30, "%", at(3)),  # 0.3 derived
+    ]
+    r = run([*daily(0, 100, 2.0), *derived])
+    assert r.measures.severe_neutropenia_days.as_json() == {"min": 1, "max": 1}
+
+
+def test_untrusted_value_makes_its_day_unknown_not_filled() -> None:
+    bad = obs("anc-bad", "751-8", 1200, "10*3/uL", at(5))  # implausible: a /uL value mislabelled
+    r = run([*daily(0, 4, 2.0), bad, *daily(6, 100, 2.0)])
+    assert r.grids["anc"].states[5][1] == 2
+    assert r.measures.severe_neutropenia_days.as_json() == {"min": 0, "max": 1}
+    assert "untrusted:anc" in r.flags
+
+
+def test_results_without_value_are_not_results() -> None:
+    absent = obs("a", "751-8", 0.2, "10*9/L", at(5), status="entered-in-error")
+    text = {**anc(6, 0.2), "valueQuantity": None, "valueString": "<0.5"}
+    r = run([anc(4, 2.0), absent, text, anc(7, 2.0)])
+    assert r.grids["anc"].states[5][1] == 0  # filled from days 4 and 7 (gap 3)
+    assert r.grids["anc"].states[6][1] == 0
+
+
+def test_issued_only_places_the_result_and_flags_it() -> None:
+    o = anc(3, 0.3)
+    del o["effectiveDateTime"]
+    o["issued"] = at(3, 14)
+    r = run([o], today_day=5)
+    assert r.grids["anc"].states[3][1] == 1
+    assert "timing-imprecise" in r.flags
+
+
+def test_facility_local_calendar_day() -> None:
+    # 23:30 UTC on day 2 is 00:30 on day 3 in Berlin (CET): the result is a day-3 result.
+    when = datetime.combine(DAY0 + timedelta(days=2), time(23, 30)).isoformat() + "Z"
+    r = run([obs("late", "751-8", 0.3, "10*9/L", when)], today_day=5)
+    assert r.grids["anc"].measured[3] and not r.grids["anc"].measured[2]
+
+
+def test_days_after_today_are_unknown_and_windows_stay_open() -> None:
+    r = run(daily(0, 40, 2.0), today_day=40)
+    m = r.measures
+    assert m.severe_neutropenia_early == "no"  # days 0–30 are over and surely not below
+    assert m.severe_neutropenia_late == "unknown"  # still open
+    assert m.severe_neutropenia_days.as_json() == {"min": 0, "max": 20}
+    assert m.protracted_severe_neutropenia == "unknown"
+    assert r.phenotype.final is False
+
+
+def test_aplastic_is_final_in_a_live_course_after_14_sure_days() -> None:
+    r = run(daily(0, 13, 0.2), today_day=13)
+    assert r.phenotype.as_json() == {"value": "aplastic", "final": True}
+    assert r.measures.severe_neutropenia_14 == "yes"
+    assert r.current_severe_run.as_json() == {"min": 14, "max": 14}
+
+
+def test_current_run_widens_with_days_since_and_before() -> None:
+    r = run([anc(0, 0.3), *daily(6, 9, 0.3)], today_day=12)
+    # days 1–5 unknown (gap 6), latest result day 9, days 10–12 unknown.
+    assert r.current_severe_run.as_json() == {"min": 4, "max": 13}
+    r = run([*daily(0, 5, 0.3), anc(6, 0.6)], today_day=8)
+    assert r.current_severe_run.as_json() == {"min": 0, "max": 2}  # not below on day 6; days 7–8 unknown
+    r = run([*daily(0, 5, 0.3), anc(6, 0.6)], today_day=6)
+    assert r.current_severe_run.as_json() == {"min": 0, "max": 0}
+
+
+def test_recovery_needs_three_measured_days_not_broken_by_an_uncertain_one() -> None:
+    labs = [*daily(0, 3, 0.3), anc(4, 0.8), anc(5, 0.8), anc(6, 1.0, "<"), *daily(7, 100, 0.8)]
+    assert run(labs).measures.anc_recovery_day == 7
+    assert run(daily(0, 100, 2.0)).measures.anc_recovery_day is None  # never below 0.5
+
+
+def test_anemia_and_follow_up() -> None:
+    hb = [obs(f"hb{d}", "718-7", v, "g/dL", at(d)) for d, v in ((2, 7.5), (40, 9.0))]
+    r = run(hb)
+    assert (r.measures.severe_anemia_early, r.measures.severe_anemia_late) == ("yes", "no")
+    assert r.measures.follow_up_days == 40
+    assert r.latest["hemoglobin"].result.value == Decimal("9.0")
+    assert r.latest["hemoglobin"].date == DAY0 + timedelta(days=40)
+
+
+def test_latest_tie_shows_the_lowest() -> None:
+    r = run([plt(4, 80, "a"), plt(4, 40, "b")], today_day=5)
+    assert r.latest["platelets"].result.value == Decimal(40)
+
+
+# ---------------------------------------------------------------- day 0 and courses (§9.2)
+
+
+def test_infusion_without_a_date_is_ignored_and_flagged() -> None:
+    infs, flags = infusions([infusion(), administration("x", "Kymriah", None)], PATIENT, VS, TZ)
+    assert [i.ref for i in infs] == ["MedicationAdministration/cart"] and flags == ("infusion-without-date",)
+    infs, flags = infusions([administration("x", "Kymriah", "2024-13")], PATIENT, VS, TZ)
+    assert infs == [] and flags == ("infusion-without-date",)
+
+
+def test_infusion_status_not_done_and_entered_in_error() -> None:
+    for status in ("not-done", "entered-in-error"):
+        assert infusions([infusion(status=status)], PATIENT, VS, TZ)[0] == []
+    assert len(infusions([infusion(status="in-progress")], PATIENT, VS, TZ)[0]) == 1
+
+
+def test_infusion_effective_period_and_code_and_other_patient() -> None:
+    period = administration("p", "unknown text", None, rxnorm="1987402", effectivePeriod={"start": at(0, 10)})
+    (inf,), _ = infusions([period], PATIENT, VS, TZ)
+    assert inf.day == DAY0 and inf.product == "axicabtagene ciloleucel" and not inf.date_only
+    assert infusions([infusion(patient="other")], PATIENT, VS, TZ)[0] == []
+    assert infusions([administration("f", "fludarabine", at(0))], PATIENT, VS, TZ)[0] == []
+
+
+def test_procedure_codes_are_a_parameter() -> None:
+    proc = {
+        "resourceType": "Procedure",
+        "id": "pr",
+        "status": "completed",
+        "subject": {"reference": f"Patient/{PATIENT}"},
+        "code": {"coding": [{"system": "http://example.org/proc", "code": "CART-INF"}]},
+        "performedPeriod": {"start": DAY0.isoformat()},
+    }
+    assert infusions([proc], PATIENT, VS, TZ)[0] == []  # none shipped
+    (inf,), _ = infusions([proc], PATIENT, VS, TZ, frozenset({("http://example.org/proc", "CART-INF")}))
+    assert (inf.ref, inf.product, inf.day, inf.date_only) == ("Procedure/pr", None, DAY0, True)
+    prep = {**proc, "status": "preparation"}
+    assert infusions([prep], PATIENT, VS, TZ, frozenset({("http://example.org/proc", "CART-INF")}))[0] == []
+
+
+def test_two_infusions_split_courses() -> None:
+    res = [infusion(0), infusion(40, oid="cart2"), *daily(0, 100, 2.0)]
+    infs, _ = infusions(res, PATIENT, VS, TZ)
+    first, second = courses(infs)
+    assert (first.index, first.day0, first.last_day) == (0, DAY0, 39)
+    assert (second.index, second.day0, second.last_day) == (1, DAY0 + timedelta(days=40), 100)
+    assert course_for(infs, DAY0 + timedelta(days=39)) == first
+    assert course_for(infs, DAY0 + timedelta(days=45)) == second
+    assert course_for(infs, DAY0 + timedelta(days=141)) is None
+    r = course_result(res, first, COMPLETED_TODAY, PATIENT, VS, RULES)
+    assert r.measures.severe_neutropenia_late == "unknown"  # days 40–100 belong to the next course
+    assert r.measures.severe_neutropenia_early == "no"
+    assert r.measures.severe_neutropenia_days.as_json() == {"min": 0, "max": 21}
+    assert "course-cut-short" in r.flags
+
+
+def test_same_day_infusions_are_one_course() -> None:
+    infs, _ = infusions([infusion(0), infusion(0, oid="bag2")], PATIENT, VS, TZ)
+    assert len(infs) == 2 and len(courses(infs)) == 1
+
+
+# ---------------------------------------------------------------- LD start (§9.2)
+
+
+def _course() -> Any:
+    infs, _ = infusions([infusion()], PATIENT, VS, TZ)
+    return courses(infs)[0]
+
+
+def ld_order(oid: str, start: str, status: str = "completed") -> dict:
+    return {
+        "resourceType": "MedicationRequest",
+        "id": oid,
+        "status": status,
+        "intent": "order",
+        "subject": {"reference": f"Patient/{PATIENT}"},
+        "medicationCodeableConcept": {"text": "cyclophosphamide"},
+        "dosageInstruction": [{"timing": {"repeat": {"boundsPeriod": {"start": start}}}}],
+    }
+
+
+def test_ld_start_from_administration() -> None:
+    res = [ld_given(-5, "flu5"), ld_given(-4, "flu4"), ld_given(-20, "old"), ld_order("o", at(-6))]
+    ld = ld_start(_course(), res, PATIENT, VS, TZ)
+    assert (ld.source, ld.ref, ld.value, ld.flags) == ("administration", "MedicationAdministration/flu5", at(-5, 9), ())
+    assert ld.drugs == {"fludarabine", "cyclophosphamide"}
+    trig = ld_trigger(_course(), ld, VS)
+    assert (trig.regimen, trig.validated_context, trig.t0_assumed) == ("flu-cy", True, False)
+
+
+def test_ld_start_from_order() -> None:
+    day = (DAY0 - timedelta(days=6)).isoformat()
+    res = [ld_order("o", day), ld_order("x", at(-8), status="entered-in-error"), ld_given(-30)]
+    ld = ld_start(_course(), res, PATIENT, VS, TZ)
+    assert (ld.source, ld.ref, ld.value, ld.date_only) == ("order", "MedicationRequest/o", day, True)
+    assert ld.t0.astimezone(TZ).date() == DAY0 - timedelta(days=6)
+    assert ld_trigger(_course(), ld, VS).regimen == "cyclophosphamide"
+
+
+def test_ld_start_assumed() -> None:
+    ld = ld_start(_course(), [administration("n", "fludarabine", at(-5), status="not-done")], PATIENT, VS, TZ)
+    assert (ld.source, ld.value, ld.flags) == ("assumed", (DAY0 - timedelta(days=5)).isoformat(), ("t0-assumed",))
+    trig = ld_trigger(_course(), ld, VS)
+    assert (trig.regimen, trig.validated_context, trig.t0_assumed) == ("unknown", False, True)
+    a = assess_patient(trig, [], PATIENT, VS, RULES)
+    assert "t0-assumed" in a.flags and a.confirmed.group == "indeterminate"
+
+
+# ---------------------------------------------------------------- phenotype automaton
+
+
+def _brute(day_bands: list[frozenset[int]]) -> set[str]:
+    """Every assignment of bands, classified by the §9.5 definitions read directly (small cases only)."""
+    import itertools
+
+    out: set[str] = set()
+    for seq in itertools.product(*[sorted(b) for b in day_bands]):
+        run = best = 0
+        for b in seq:
+            run = run + 1 if b == 0 else 0
+            best = max(best, run)
+        if best >= 14:
+            out.add("aplastic")
+            continue
+        d1 = next((d for d, b in enumerate(seq) if b <= 1), None)
+        if d1 is None:
+            out.add("quick")
+            continue
+        r = next((d for d in range(d1 + 1, len(seq)) if seq[d] == 3), None)
+        if r is None:
+            out.add("unclassified")
+            continue
+        dips = [d for d in range(r + 1, len(seq)) if seq[d] <= 1]
+        if any(d >= 22 for d in dips):
+            out.add("intermittent")
+        elif dips:
+            out.add("unclassified")
+        else:
+            out.add("quick")
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.sampled_from([0, 1, 2, 3]), min_size=61, max_size=61),
+    st.sets(st.integers(0, 60), max_size=4),
+    st.lists(st.frozensets(st.sampled_from([0, 1, 2, 3]), min_size=2), min_size=4, max_size=4),
+)
+def test_phenotype_automaton_is_exact(base: list[int], open_days: set[int], options: list[frozenset[int]]) -> None:
+    day_bands = [frozenset({b}) for b in base]
+    for d, opts in zip(sorted(open_days), options, strict=False):
+        day_bands[d] = opts
+    assert set(candidates(day_bands)) == _brute(day_bands)
+
+
+# ---------------------------------------------------------------- properties
+
+
+VALUES = st.sampled_from(["0.05", "0.2", "0.45", "0.5", "0.7", "1.0", "1.2", "1.5", "1.6", "3.0"])
+COMPARATORS = st.sampled_from([None, None, None, "<", ">"])
+# (day, value, comparator), at most one ANC result a day
+SERIES = st.lists(st.tuples(st.integers(0, 100), VALUES, COMPARATORS), max_size=45, unique_by=lambda x: x[0])
+TODAY = st.one_of(st.none(), st.integers(0, 100))
+
+# Measures over the daily grid, and the "some result below X" measures with their X (§9.3, §9.4).
+GRID_MEASURES = (
+    "severeNeutropenia14",
+    "protractedSevereNeutropenia",
+    "protractedProfoundNeutropenia",
+)
+RESULT_MEASURES = {
+    "severeNeutropeniaEarly": Decimal("0.5"),
+    "severeNeutropeniaLate": Decimal("0.5"),
+    "profoundNeutropenia": Decimal("0.1"),
+    "prolongedNeutropenia": Decimal("1.0"),
+}
+
+
+def _labs(series: list[tuple[int, str, str | None]]) -> list[dict]:
+    return [anc(d, float(v), c) for d, v, c in series]
+
+
+def _run_series(series: list[tuple[int, str, str | None]], today_day: int | None) -> CourseResult:
+    return run(_labs(series), today_day)
+
+
+def _not_favourable(before: str, after: str) -> None:
+    # An unfavourable or undecided answer never becomes favourable; a decided one may only open up.
+    assert not (before != "no" and after == "no")
+    assert after in (before, "unknown")
+
+
+def _wider(before: CourseResult, after: CourseResult, result_measures: tuple[str, ...]) -> None:
+    b, a = before.measures.as_json(), after.measures.as_json()
+    for k in (*GRID_MEASURES, *result_measures):
+        _not_favourable(b[k], a[k])
+    x, y = before.measures.severe_neutropenia_days, after.measures.severe_neutropenia_days
+    assert y.min <= x.min and y.max >= x.max
+    # The current run is the run at the latest ANC result: losing that result moves it to an earlier
+    # run, whose sure length may be longer (unfavourable, so safe); the most it may be never shrinks.
+    assert after.current_severe_run.max >= before.current_severe_run.max
+    assert set(before.phenotype.candidates) <= set(after.phenotype.candidates)
+
+
+def _isolated(series: list[tuple[int, str, str | None]], i: int) -> bool:
+    """After removing result ``i`` its day is not between two results ≤ 3 days apart (so the spec's gap
+    filling does not impute that day from its neighbours: §9.3 fills, and filling is not widening)."""
+    day = series[i][0]
+    days = sorted(d for j, (d, _, _) in enumerate(series) if j != i)
+    before = [d for d in days if d < day]
+    after = [d for d in days if d > day]
+    return not (before and after and after[0] - before[-1] <= 3)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(SERIES, TODAY, st.data())
+def test_removing_a_result_never_turns_an_answer_favourable(series: Any, today_day: Any, data: Any) -> None:
+    """Removing a result whose day the spec does not then fill from its neighbours only widens the grid
+    measures; a "some result below X" measure (§9.3 last bullet: it counts results, as the source does)
+    never turns favourable when the removed result was surely not below X. (Removing *the* result below X
+    removes the event itself; filling a day from neighbours that share a state is the spec's imputation.)"""
+    if not series:
+        return
+    i = data.draw(st.integers(0, len(series) - 1))
+    if not _isolated(series, i):
+        return
+    removed = parse_observation(_labs(series)[i], PATIENT, VS, RULES)
+    assert removed is not None
+    kept = tuple(k for k, x in RESULT_MEASURES.items() if result_below(removed, x) == "no")
+    _wider(_run_series(series, today_day), _run_series(series[:i] + series[i + 1 :], today_day), kept)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(SERIES, TODAY, st.data())
+def test_an_untrusted_value_never_turns_an_answer_favourable(series: Any, today_day: Any, data: Any) -> None:
+    """A result whose value is lost (here: a rejected unit) only widens everything, wherever it is."""
+    if not series:
+        return
+    i = data.draw(st.integers(0, len(series) - 1))
+    labs = _labs(series)
+    labs[i]["valueQuantity"]["unit"] = labs[i]["valueQuantity"]["code"] = "10*12/L"
+    before, after = _run_series(series, today_day), run(labs, today_day)
+    _wider(before, after, tuple(RESULT_MEASURES))
+    assert after.current_severe_run.min <= before.current_severe_run.min
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(SERIES, TODAY, st.data())
+def test_lowering_an_anc_never_lowers_a_bound(series: Any, today_day: Any, data: Any) -> None:
+    if not series:
+        return
+    i = data.draw(st.integers(0, len(series) - 1))
+    factor = data.draw(st.sampled_from(["0", "0.1", "0.5", "0.9", "1"]))
+    d, v, c = series[i]
+    lowered = [*series[:i], (d, str(Decimal(v) * Decimal(factor)), c), *series[i + 1 :]]
+    before, after = _run_series(series, today_day), _run_series(lowered, today_day)
+    for x, y in (
+        (before.measures.severe_neutropenia_days, after.measures.severe_neutropenia_days),
+        (before.current_severe_run, after.current_severe_run),
+    ):
+        assert y.min >= x.min and y.max >= x.max
+
+
+def test_answers_do_not_depend_on_input_order() -> None:
+    labs = [anc(0, 0.3), anc(3, 0.3), anc(10, 0.3), *daily(14, 100, 2.0), plt(3, 45)]
+    a = run(labs)
+    b = run(list(reversed(labs)))
+    assert (a.measures, a.phenotype, a.current_severe_run) == (b.measures, b.phenotype, b.current_severe_run)
+
+
+# ---------------------------------------------------------------- bad shapes never raise
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.sampled_from(["effectiveDateTime", "effectivePeriod", "valueQuantity", "status", "code", "subject"]),
+        max_size=3,
+    ),
+    JSONISH,
+    st.sampled_from(["mmol/L", "G/L", "", "10*6/uL", "%", "xyz"]),
+)
+def test_bad_shapes_never_raise(fields: list[str], junk: Any, unit: str) -> None:
+    o = anc(3, 0.3)
+    o["valueQuantity"]["unit"] = o["valueQuantity"]["code"] = unit
+    for f in fields:
+        o[f] = junk
+    censored_string = {**anc(4, 0.3), "valueQuantity": {"value": "<0.5", "comparator": "<<"}}
+    no_effective = anc(5, 0.3)
+    del no_effective["effectiveDateTime"]
+    inf_junk = administration("j", "Kymriah", None, effectivePeriod=junk, status=junk)
+    res = [infusion(), inf_junk, {"resourceType": "Procedure", "code": junk}, junk, o, censored_string, no_effective]
+    infs, _ = infusions(res, PATIENT, VS, TZ, frozenset({("s", "c")}))  # type: ignore[arg-type]
+    for course in courses(infs):
+        ld = ld_start(course, res, PATIENT, VS, TZ)  # type: ignore[arg-type]
+        assess_patient(ld_trigger(course, ld, VS), res, PATIENT, VS, RULES)  # type: ignore[arg-type]
+        course_result(res, course, DAY0 + timedelta(days=6), PATIENT, VS, RULES)  # type: ignore[arg-type]
+
+
+def test_result_below_on_one_result() -> None:
+    r = parse_observation(anc(0, 1.0, "<"), PATIENT, VS, RULES)
+    assert r is not None
+    assert result_below(r, Decimal("0.5")) == "unknown"
+    assert result_below(r, Decimal("1.0")) == "yes"
+    assert result_below(r, Decimal("0.1")) == "unknown"
