@@ -116,17 +116,12 @@ def _registry_infusions(entries: list[RegistryEntry], tz: tzinfo) -> list[cc.Inf
     return sorted(out, key=lambda i: (i.when, i.day))
 
 
-def _registry_ld(ld: cc.LdStart, entry: RegistryEntry, tz: tzinfo) -> cc.LdStart:
-    """The registry's LD start in place of §9.2's; the LD drugs (for the regimen) stay the export's."""
+def _registry_t0(entry: RegistryEntry, tz: tzinfo) -> datetime:
     assert entry.ld_start is not None
-    t0 = entry.ld_start
     if entry.ld_start_date_only:
-        # As for a date-only LD order (orders.find_trigger): labs drawn that day are pre-LD.
-        t0 = datetime.combine(t0.date(), time.max, tz)
-    # LdSource has no "registry": the source is written from the registry below, not from here.
-    return dataclasses.replace(
-        ld, t0=t0, value=entry.ld_start_text or "", date_only=entry.ld_start_date_only, ref=None, flags=()
-    )
+        # As for a date-only LD order (course.ld_start, orders.find_trigger): labs drawn that day are pre-LD.
+        return datetime.combine(entry.ld_start.date(), time.max, tz)
+    return entry.ld_start
 
 
 def _check_observation(obs: dict[str, Any], pid: str, rules: CohortRules) -> Kind | None:
@@ -220,13 +215,17 @@ def analyze_patient(
         flags.add("later-courses")
 
     ld = cc.ld_start(course, everything, pid, rules.vs, tz)
-    ld_source: str = ld.source
-    entry = registry[pid][0] if pid in registry else None
+    trigger = cc.ld_trigger(course, ld, rules.vs)
+    ld_value, ld_source, ld_flags = ld.value, str(ld.source), ld.flags
+    entry = min(registry[pid], key=lambda e: e.infusion) if pid in registry else None
     if entry is not None and entry.ld_start is not None:
-        ld, ld_source = _registry_ld(ld, entry, tz), "registry"
-    flags |= set(ld.flags)
+        # The registry's LD start replaces T0 only; the regimen stays the one of the export's LD drugs.
+        t0 = _registry_t0(entry, tz)
+        trigger = dataclasses.replace(trigger, t0=t0, t0_assumed=False, t0_date_only=entry.ld_start_date_only)
+        ld_value, ld_source, ld_flags = entry.ld_start_text or "", "registry", ()
+    flags |= set(ld_flags)
 
-    a = assess_patient(cc.ld_trigger(course, ld), observations, pid, rules.vs, rules.rules, EXTRA_ANALYTES)
+    a = assess_patient(trigger, observations, pid, rules.vs, rules.rules, EXTRA_ANALYTES)
     flags |= set(a.flags)
     nrm = nrm_profile(
         a.components,
@@ -256,7 +255,7 @@ def analyze_patient(
     row = {
         "patient": out_id,
         "day0": course.day0.isoformat(),
-        "ld_start": ld.value,
+        "ld_start": ld_value,
         "ld_start_source": ld_source,
         "ht_min": str(a.confirmed.min),
         "ht_max": str(a.confirmed.max),
