@@ -124,22 +124,51 @@ def _registry_t0(entry: RegistryEntry, tz: tzinfo) -> datetime:
     return entry.ld_start
 
 
-def _check_observation(obs: dict[str, Any], pid: str, rules: CohortRules) -> Kind | None:
-    """What the lab rules could not use in one Observation, for the problem list (same parser as the rules)."""
-    r = parse_observation(obs, pid, rules.vs, rules.rules)
-    if r is None or r.problem is None:
-        return None
-    if r.problem == "no-time":
-        raw = obs.get("effectiveDateTime") or obs.get("effectiveInstant") or obs.get("issued")
-        period = obs.get("effectivePeriod")
-        if raw is None and isinstance(period, dict):
-            raw = period.get("start") or period.get("end")
-        return "unparseable-date" if raw is not None else None
-    if r.problem == "unit":
-        return "unit-rejected"
-    if r.problem == "implausible":
-        return "implausible-value"
-    return None
+class ObservationCheck:
+    """What the lab rules could not use in an Observation, for the problem list: `labs.parse_observation`
+    decides (the rules' own parser), asked once per kind of unit.
+
+    Whether a unit is usable depends on the analyte and the unit fields only, never on the value, so
+    once the parser has read a (code, unit) pair, a later Observation with that pair and a readable
+    `effectiveDateTime` cannot have an unusable unit or date, and the parser is not asked again.
+    """
+
+    def __init__(self, rules: CohortRules) -> None:
+        self.rules = rules
+        self.units_ok: set[tuple[object, ...]] = set()
+
+    def __call__(self, obs: dict[str, Any], pid: str) -> Kind | None:
+        q = obs.get("valueQuantity")
+        code = obs.get("code")
+        coding = code.get("coding") if isinstance(code, dict) else None
+        key: tuple[object, ...] | None = None
+        if isinstance(q, dict) and isinstance(coding, list):
+            try:
+                key = (
+                    tuple((c.get("system"), c.get("code")) for c in coding if isinstance(c, dict)),
+                    q.get("system"),
+                    q.get("code"),
+                    q.get("unit"),
+                )
+                hash(key)
+            except TypeError:  # any JSON may stand in those fields
+                key = None
+        raw = obs.get("effectiveDateTime")
+        tz = self.rules.rules.tz
+        if key is not None and key in self.units_ok and isinstance(raw, str) and parse_fhir_datetime(raw, tz):
+            return None
+        r = parse_observation(obs, pid, self.rules.vs, self.rules.rules)
+        if r is None:
+            return None
+        if key is not None and r.problem in (None, "implausible"):
+            self.units_ok.add(key)  # the unit was read and converted
+        if r.problem == "no-time":
+            period = obs.get("effectivePeriod")
+            raw = obs.get("effectiveDateTime") or obs.get("effectiveInstant") or obs.get("issued")
+            if raw is None and isinstance(period, dict):
+                raw = period.get("start") or period.get("end")
+            return "unparseable-date" if raw is not None else None
+        return "unit-rejected" if r.problem == "unit" else None
 
 
 def _undated_infusions(
@@ -167,16 +196,21 @@ def analyze_patient(
     medications: Any,
     conditions_unreadable: bool,
     out_id: str,
+    check: ObservationCheck,
 ) -> PatientOutcome:
     out = PatientOutcome()
     tz = rules.rules.tz
+    # "!": a line that was not JSON, kept under the patient it names; "~": an Observation of a code no
+    # rule reads, kept as a place only (both are reported when the patient is missing).
     broken = [r for r in rows if r[1].startswith("!")]
-    parsed = [(orjson.loads(r[5]), r) for r in rows if not r[1].startswith("!")]
+    parsed = [(orjson.loads(r[5]), r) for r in rows if r[1][0] not in "!~"]
     parsed.sort(key=_sort_key)
     patient = next((res for res, r in parsed if r[1] == "Patient"), None)
     if patient is None:
         out.counts["resources-of-missing-patients"] += len(rows)
-        out.problems += [(r[2], r[3], r[4], "missing-patient", f"{r[1].lstrip('!') or 'a line'} dropped") for r in rows]
+        out.problems += [
+            (r[2], r[3], r[4], "missing-patient", f"{r[1].lstrip('!~') or 'a line'} dropped") for r in rows
+        ]
         return out
     out.counts["patients"] += 1
     resources = [res for res, r in parsed if r[1] != "Patient"]
@@ -192,7 +226,7 @@ def analyze_patient(
     conditions = [res for res in resources if res.get("resourceType") == "Condition"]
 
     for res, r in parsed:
-        if r[1] == "Observation" and (kind := _check_observation(res, pid, rules)) is not None:
+        if r[1] == "Observation" and (kind := check(res, pid)) is not None:
             out.problems.append((r[2], r[3], r[4], kind, ""))
 
     flags: set[str] = set()

@@ -13,12 +13,14 @@ import os
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
+from service.clinical.nrm import ECOG_LOINC
 from service.cohort.problems import Kind
 from service.cohort.store import PartWriter
 
@@ -88,7 +90,9 @@ class ChunkReport:
     problems: list[tuple[int, Kind, str]] = field(default_factory=list)
     # Lines of a Condition file that are not JSON and name no patient: anyone's diabetes may be in them.
     unattributed_condition_lines: int = 0
+    not_read: int = 0  # Observations of codes no rule reads (vital signs, other labs): not kept
     error: str | None = None
+    cpu: float = 0.0
 
 
 def _lines(c: Chunk) -> Iterator[bytes]:
@@ -122,7 +126,30 @@ def shard_of(patient: str, n_shards: int) -> int:
     return zlib.crc32(patient.encode()) % n_shards
 
 
-def read_chunk(c: Chunk, writer: PartWriter, n_shards: int) -> ChunkReport:
+LOINC = "http://loinc.org"
+
+
+def read_codes(lab_codes: Iterable[str]) -> frozenset[str]:
+    """The LOINC codes of every Observation a rule reads (§5.1 labs, ECOG): the others are not kept."""
+    return frozenset(lab_codes) | {ECOG_LOINC}
+
+
+def _read_by_rules(res: dict[str, Any], codes: frozenset[str]) -> bool:
+    # The same selection as a hook's prefetch (searches by code): a rule never looks at any other
+    # Observation (labs._head and nrm.ecog take only LOINC codings of their own codes).
+    code = res.get("code")
+    coding = code.get("coding") if isinstance(code, dict) else None
+    if not isinstance(coding, list):
+        return False
+    for c in coding:
+        if isinstance(c, dict) and c.get("system") == LOINC:
+            k = c.get("code")
+            if isinstance(k, str) and k in codes:
+                return True
+    return False
+
+
+def read_chunk(c: Chunk, writer: PartWriter, n_shards: int, codes: frozenset[str]) -> ChunkReport:
     rep = ChunkReport(c.file.id, c.index)
     ftype = c.file.type
     fid, ci = c.file.id, c.index
@@ -165,7 +192,11 @@ def read_chunk(c: Chunk, writer: PartWriter, n_shards: int) -> ChunkReport:
                     writer.add_medication(mid, line)
             elif rtype in PATIENT_TYPES:
                 pid = patient_of(res)
-                if pid is None:
+                if rtype == "Observation" and not _read_by_rules(res, codes):
+                    rep.not_read += 1
+                    if pid is not None:  # kept as a place only: a missing patient is still reported
+                        add(shard_of(pid, n_shards), pid, f"~{rtype}", fid, ci, n, b"")
+                elif pid is None:
                     rep.problems.append((n, "no-patient-reference", f"{rtype} without a Patient/<id> subject"))
                 else:
                     add(shard_of(pid, n_shards), pid, rtype, fid, ci, n, line)

@@ -18,7 +18,6 @@ Kind = Literal[
     "missing-patient",  # references a patient the export does not hold (dropped)
     "unparseable-date",  # a date the rules cannot read (the resource counts as undated)
     "unit-rejected",  # a lab unit the rules cannot convert (the result is not used)
-    "implausible-value",  # outside the plausibility guard (§6.2)
     "infusion-without-date",  # a CAR-T administration without a readable date (§9.2: ignored)
     "unknown-file-type",  # the file's name does not start with a resource type
     "unreadable-file",  # the file could not be read (e.g. a corrupt gzip stream)

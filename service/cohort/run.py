@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import csv
 import multiprocessing
-import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -21,13 +21,23 @@ from typing import Any, TextIO
 import orjson
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from service.cohort.analyze import COLUMNS, analyze_patient
+from service.cohort.analyze import COLUMNS, ObservationCheck, analyze_patient
 from service.cohort.config import CohortRules
-from service.cohort.export import ChunkReport, ExportFile, chunks, cpu_count, discover, read_chunk, shard_of
+from service.cohort.export import (
+    ChunkReport,
+    ExportFile,
+    chunks,
+    cpu_count,
+    discover,
+    read_chunk,
+    read_codes,
+    shard_of,
+)
 from service.cohort.problems import Problem
 from service.cohort.pseudonym import pseudonym
 from service.cohort.registry import RegistryEntry, read_registry
-from service.cohort.store import Medications, PartWriter, Results, index_part, shard_patients
+from service.cohort.results import Results
+from service.cohort.store import Medications, PartWriter, shard_count, shard_patients
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,7 @@ class RunResult:
     exit_status: int
     message: str
     summary: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- worker side
@@ -60,13 +71,17 @@ def _init_worker(work_dir: str, n_shards: int, rules: CohortRules, today: date, 
     # Scoring builds and frees a patient's dicts by reference counting; the cyclic collector's full
     # passes over what the rules keep alive (value sets, modules) are wasted work here.
     gc.freeze()
-    _W.update(work_dir=Path(work_dir), n_shards=n_shards, rules=rules, today=today, key=key, writer=None)
+    codes = read_codes(rules.vs.lab_codes)
+    _W.update(work_dir=Path(work_dir), n_shards=n_shards, rules=rules, today=today, key=key, writer=None, codes=codes)
 
 
 def _read_task(c: Any) -> ChunkReport:
+    cpu = time.process_time()
     if _W["writer"] is None:
-        _W["writer"] = PartWriter(_W["work_dir"] / f"part-{os.getpid()}.sqlite")
-    return read_chunk(c, _W["writer"], _W["n_shards"])
+        _W["writer"] = PartWriter(_W["work_dir"])
+    rep = read_chunk(c, _W["writer"], _W["n_shards"], _W["codes"])
+    rep.cpu = time.process_time() - cpu
+    return rep
 
 
 @dataclass
@@ -75,27 +90,26 @@ class ShardReport:
     problems: list[tuple[int, int, int, str, str]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     registry_seen: set[str] = field(default_factory=set)
+    cpu: float = 0.0
 
 
-def _shard_task(
-    shard: int, parts: list[Path], registry: Mapping[str, list[RegistryEntry]], conditions_unreadable: bool
-) -> ShardReport:
+def _shard_task(shard: int, registry: Mapping[str, list[RegistryEntry]], conditions_unreadable: bool) -> ShardReport:
+    cpu = time.process_time()
     rules: CohortRules = _W["rules"]
     key: bytes | None = _W["key"]
     rep = ShardReport()
-    meds = Medications(parts)
-    try:
-        for pid, rows in shard_patients(parts, shard):
-            out_id = pseudonym(key, pid) if key else pid
-            o = analyze_patient(pid, rows, rules, _W["today"], registry, meds, conditions_unreadable, out_id)
-            rep.problems += o.problems
-            rep.counts.update(o.counts)
-            if o.counts["patients"] and pid in registry:
-                rep.registry_seen.add(pid)
-            if o.row is not None:
-                rep.rows.append((out_id, orjson.dumps(o.row)))
-    finally:
-        meds.close()
+    meds = Medications(_W["work_dir"])
+    check = _W.setdefault("check", ObservationCheck(rules))
+    for pid, rows in shard_patients(_W["work_dir"], shard):
+        out_id = pseudonym(key, pid) if key else pid
+        o = analyze_patient(pid, rows, rules, _W["today"], registry, meds, conditions_unreadable, out_id, check)
+        rep.problems += o.problems
+        rep.counts.update(o.counts)
+        if o.counts["patients"] and pid in registry:
+            rep.registry_seen.add(pid)
+        if o.row is not None:
+            rep.rows.append((out_id, orjson.dumps(o.row)))
+    rep.cpu = time.process_time() - cpu
     return rep
 
 
@@ -113,8 +127,16 @@ def _bar(quiet: bool, **kw: Any) -> Any:
     return tqdm(disable=quiet, file=sys.stderr, dynamic_ncols=True, leave=False, **kw)
 
 
+def _preload_report_libraries() -> None:
+    # matplotlib and scipy take a second or two to import; the main process only waits on its workers
+    # meanwhile, so it imports them then.
+    import service.cohort.report
+    import service.cohort.summary  # noqa: F401
+
+
 def run_cohort(opts: CohortOptions, rules: CohortRules) -> RunResult:
     started = time.perf_counter()
+    threading.Thread(target=_preload_report_libraries, daemon=True).start()
     files, others = discover(opts.export_dir)
     if not files:
         return RunResult(1, f"cohort: no .ndjson or .ndjson.gz files in {opts.export_dir}; nothing was read")
@@ -128,13 +150,14 @@ def run_cohort(opts: CohortOptions, rules: CohortRules) -> RunResult:
         if f.type is None
     ]
     workers = opts.workers or cpu_count()
-    n_shards = max(16, 8 * workers)
+    n_shards = shard_count(sum(f.size for f in files), workers)
     scratch = Path(tempfile.mkdtemp(prefix="hematotox-cohort-", dir=opts.work_dir))
     try:
+        timings: dict[str, float] = {}
+        lap = time.perf_counter()
         with _pool(workers, scratch, n_shards, rules, opts.as_of, opts.key) as pool:
             reports = _read_all(pool, files, opts.quiet)
-            parts = sorted(scratch.glob("part-*.sqlite"))
-            list(pool.map(index_part, parts))
+            timings["read"], lap = time.perf_counter() - lap, time.perf_counter()
             bases = _line_bases(reports)
             by_id = {f.id: f for f in files}
             for rep in reports:
@@ -145,7 +168,8 @@ def run_cohort(opts: CohortOptions, rules: CohortRules) -> RunResult:
                     problems.append(Problem(f.name, line, "unreadable-file", f"reading stopped after line {line}"))
             cond_lost = sum(r.unattributed_condition_lines for r in reports) > 0
             results = Results(scratch / "results.sqlite")
-            counts, seen = _score_all(pool, parts, n_shards, registry, cond_lost, results, by_id, bases, opts.quiet)
+            counts, seen = _score_all(pool, n_shards, registry, cond_lost, results, by_id, bases, opts.quiet)
+        timings["score"], lap = time.perf_counter() - lap, time.perf_counter()
         reg_name = opts.registry.name if opts.registry else ""
         problems += [
             Problem(reg_name, e.line, "registry-patient-missing", "")
@@ -153,7 +177,13 @@ def run_cohort(opts: CohortOptions, rules: CohortRules) -> RunResult:
             for e in registry[pid]
         ]
         results.add_problems([(p.file, p.line, p.kind, p.detail) for p in problems])
-        return _write_outputs(opts, rules, files, others, reports, counts, results, cond_lost, started)
+        result = _write_outputs(opts, rules, files, others, reports, counts, results, cond_lost, started)
+        timings["write"] = time.perf_counter() - lap
+        # CPU of every process (the workers report theirs): the work done, whatever else runs on the machine.
+        timings["cpu"] = time.process_time() + sum(r.cpu for r in reports) + counts["_cpu_ms"] / 1000
+        result.timings = timings
+        result.message += " (" + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + ")"
+        return result
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -183,7 +213,6 @@ def _line_bases(reports: list[ChunkReport]) -> dict[tuple[int, int], int]:
 
 def _score_all(
     pool: Any,
-    parts: list[Path],
     n_shards: int,
     registry: dict[str, list[RegistryEntry]],
     cond_lost: bool,
@@ -198,12 +227,13 @@ def _score_all(
     for pid, entries in registry.items():
         per_shard[shard_of(pid, n_shards)][pid] = entries
     with _bar(quiet, total=n_shards, unit="shard", desc="scoring") as bar:
-        futures = [pool.submit(_shard_task, s, parts, per_shard[s], cond_lost) for s in range(n_shards)]
+        futures = [pool.submit(_shard_task, s, per_shard[s], cond_lost) for s in range(n_shards)]
         for fut in as_completed(futures):
             rep: ShardReport = fut.result()
             results.add_rows(rep.rows)
             results.add_problems([(by_id[f].name, bases[f, c] + n, k, d) for f, c, n, k, d in rep.problems])
             counts.update(rep.counts)
+            counts["_cpu_ms"] += round(rep.cpu * 1000)
             seen |= rep.registry_seen
             bar.update(1)
             bar.set_postfix(patients=counts["patients"], refresh=False)
@@ -248,6 +278,7 @@ def _write_outputs(
             "lines": sum(r.lines for r in reports),
             "bytes": sum(r.bytes for r in reports),
             "resourcesByType": dict(sorted(types.items())),
+            "observationsOfCodesNoRuleReads": sum(r.not_read for r in reports),
             "patients": counts["patients"],
             "patientsWithoutCourse": counts["patients-without-course"],
             "courses": counts["courses"],

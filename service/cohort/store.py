@@ -1,15 +1,18 @@
-"""The on-disk grouping step: SQLite part files, one per reading process, then read back by patient.
+"""The on-disk grouping step: each reading process appends every line to its patient's shard file;
+each scoring task then reads one shard, sorts it by patient and hands the patients out one by one.
 
-SQLite (the standard library's) rather than DuckDB: the rules need every resource as a Python dict
-anyway, so an engine that parses JSON in C++ would save nothing that matters, while SQLite adds no
-dependency, writes a part per process without coordination, and its index gives each patient's rows
-in order with memory bounded by that patient (its sorter and page cache spill to disk).
+Hash-partitioned spill files rather than SQLite or DuckDB, measured: reading 600,000 rows back out of
+SQLite (by index or clustered) cost 4–9 µs a row, more than parsing the line, while appending pickled
+batches and reading them back costs well under 1 µs; DuckDB would parse JSON in C++, but the rules need
+every resource as a Python dict anyway. Memory stays bounded: a reader buffers at most `FLUSH_BYTES`,
+and a scoring task holds one shard's raw lines (the shard count grows with the export, so a shard stays
+near `SHARD_BYTES`) plus the parsed resources of one patient at a time.
 """
 
 from __future__ import annotations
 
-import heapq
-import sqlite3
+import os
+import pickle
 from collections.abc import Iterator
 from itertools import groupby
 from operator import itemgetter
@@ -17,127 +20,74 @@ from pathlib import Path
 
 Row = tuple[str, str, int, int, int, bytes]  # patient, type, file, chunk, line, body
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS res (shard INTEGER, patient TEXT, type TEXT, file INTEGER, chunk INTEGER,
-                                line INTEGER, body BLOB);
-CREATE TABLE IF NOT EXISTS meds (id TEXT, body BLOB);
-"""
-_BATCH = 20_000
+FLUSH_BYTES = 16 * 1024 * 1024
+SHARD_BYTES = 16 * 1024 * 1024
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    con = sqlite3.connect(path, isolation_level=None)
-    # A scratch store, rebuilt on every run: no journal, no fsync.
-    con.execute("PRAGMA journal_mode=OFF")
-    con.execute("PRAGMA synchronous=OFF")
-    con.execute("PRAGMA temp_store=FILE")
-    return con
+def shard_count(export_bytes: int, workers: int) -> int:
+    return max(8 * workers, 16, -(-export_bytes // SHARD_BYTES))
 
 
 class PartWriter:
-    """One reading process's part file; rows are written in batches, committed per chunk."""
+    """One reading process's spill files: batches of rows appended to `shard-<n>-<pid>.pkl`."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.con = _connect(path)
-        self.con.executescript(_SCHEMA)
-        self.rows: list[tuple[int, str, str, int, int, int, bytes]] = []
+    def __init__(self, work_dir: Path) -> None:
+        self.dir = work_dir
+        self.tag = os.getpid()
+        self.rows: dict[int, list[Row]] = {}
         self.meds: list[tuple[str, bytes]] = []
+        self.buffered = 0
 
     def add(self, shard: int, patient: str, rtype: str, file: int, chunk: int, line: int, body: bytes) -> None:
-        self.rows.append((shard, patient, rtype, file, chunk, line, body))
-        if len(self.rows) >= _BATCH:
-            self._flush()
+        self.rows.setdefault(shard, []).append((patient, rtype, file, chunk, line, body))
+        self.buffered += len(body) + 64
+        if self.buffered >= FLUSH_BYTES:
+            self.commit()
 
     def add_medication(self, mid: str, body: bytes) -> None:
         self.meds.append((mid, body))
 
-    def _flush(self) -> None:
-        self.con.execute("BEGIN")
-        self.con.executemany("INSERT INTO res VALUES (?,?,?,?,?,?,?)", self.rows)
-        self.con.executemany("INSERT INTO meds VALUES (?,?)", self.meds)
-        self.con.execute("COMMIT")
-        self.rows.clear()
-        self.meds.clear()
-
     def commit(self) -> None:
-        self._flush()
+        for shard, rows in self.rows.items():
+            with open(self.dir / f"shard-{shard:05d}-{self.tag}.pkl", "ab") as f:
+                pickle.dump(rows, f, protocol=pickle.HIGHEST_PROTOCOL)
+        if self.meds:
+            with open(self.dir / f"medications-{self.tag}.pkl", "ab") as f:
+                pickle.dump(self.meds, f, protocol=pickle.HIGHEST_PROTOCOL)
+        self.rows, self.meds, self.buffered = {}, [], 0
 
 
-def index_part(path: Path) -> None:
-    con = _connect(path)
-    con.execute("CREATE INDEX IF NOT EXISTS res_by_patient ON res (shard, patient)")
-    con.execute("CREATE INDEX IF NOT EXISTS meds_by_id ON meds (id)")
-    con.close()
+def _batches(path: Path) -> Iterator[list[Row]]:
+    with open(path, "rb") as f:
+        while True:
+            try:
+                yield pickle.load(f)
+            except EOFError:
+                return
 
 
-def shard_patients(parts: list[Path], shard: int) -> Iterator[tuple[str, list[Row]]]:
-    """Each patient of the shard with all its rows, patient by patient (merged over the parts)."""
-    cons = [sqlite3.connect(f"file:{p}?mode=ro", uri=True) for p in parts]
-    try:
-        streams = [
-            c.execute(
-                "SELECT patient, type, file, chunk, line, body FROM res WHERE shard = ? ORDER BY patient", (shard,)
-            )
-            for c in cons
-        ]
-        merged = heapq.merge(*streams, key=itemgetter(0))
-        for pid, rows in groupby(merged, key=itemgetter(0)):
-            yield pid, list(rows)
-    finally:
-        for c in cons:
-            c.close()
+def shard_patients(work_dir: Path, shard: int) -> Iterator[tuple[str, list[Row]]]:
+    """Each patient of the shard with all its rows, in patient order."""
+    rows: list[Row] = []
+    for path in sorted(work_dir.glob(f"shard-{shard:05d}-*.pkl")):
+        for batch in _batches(path):
+            rows += batch
+    rows.sort(key=itemgetter(0))
+    for pid, group in groupby(rows, key=itemgetter(0)):
+        yield pid, list(group)
 
 
 class Medications:
-    """Medication resources by id (a formulary, shared by all patients), read from the parts on demand."""
+    """Medication resources by id: a formulary shared by all patients, small next to the export."""
 
-    def __init__(self, parts: list[Path]) -> None:
-        self.cons = [sqlite3.connect(f"file:{p}?mode=ro", uri=True) for p in parts]
-        self.cache: dict[str, list[bytes]] = {}
+    def __init__(self, work_dir: Path) -> None:
+        self.by_id: dict[str, list[bytes]] = {}
+        for path in sorted(work_dir.glob("medications-*.pkl")):
+            for batch in _batches(path):
+                for mid, body in batch:  # type: ignore[misc]
+                    self.by_id.setdefault(mid, []).append(body)
+        for mid in self.by_id:
+            self.by_id[mid] = sorted(set(self.by_id[mid]))
 
     def get(self, mid: str) -> list[bytes]:
-        if mid not in self.cache:
-            found: list[bytes] = []
-            for c in self.cons:
-                found += [b for (b,) in c.execute("SELECT body FROM meds WHERE id = ?", (mid,))]
-            self.cache[mid] = sorted(set(found))
-        return self.cache[mid]
-
-    def close(self) -> None:
-        for c in self.cons:
-            c.close()
-
-
-class Results:
-    """The main process's table of course rows (streamed out sorted by patient) and problems."""
-
-    def __init__(self, path: Path) -> None:
-        self.con = _connect(path)
-        self.con.executescript(
-            "CREATE TABLE rows (patient TEXT, body BLOB);"
-            "CREATE TABLE problems (file TEXT, line INTEGER, kind TEXT, detail TEXT);"
-        )
-
-    def add_rows(self, rows: list[tuple[str, bytes]]) -> None:
-        self.con.execute("BEGIN")
-        self.con.executemany("INSERT INTO rows VALUES (?,?)", rows)
-        self.con.execute("COMMIT")
-
-    def add_problems(self, problems: list[tuple[str, int, str, str]]) -> None:
-        self.con.execute("BEGIN")
-        self.con.executemany("INSERT INTO problems VALUES (?,?,?,?)", problems)
-        self.con.execute("COMMIT")
-
-    def rows(self) -> Iterator[bytes]:
-        for (body,) in self.con.execute("SELECT body FROM rows ORDER BY patient, body"):
-            yield body
-
-    def problems(self) -> Iterator[tuple[str, int, str, str]]:
-        yield from self.con.execute("SELECT file, line, kind, detail FROM problems ORDER BY file, line, kind, detail")
-
-    def problem_counts(self) -> dict[str, int]:
-        return dict(self.con.execute("SELECT kind, count(*) FROM problems GROUP BY kind ORDER BY kind"))
-
-    def close(self) -> None:
-        self.con.close()
+        return self.by_id.get(mid, [])
