@@ -154,6 +154,17 @@ def read_chunk(c: Chunk, writer: PartWriter, n_shards: int, codes: frozenset[str
     ftype = c.file.type
     fid, ci = c.file.id, c.index
     add = writer.add
+    # A patient's id, shard and reference repeat on every one of its lines: worked out once per chunk.
+    shards: dict[str, int] = {}
+    owners_of: dict[str, str | None] = {}
+    types: dict[str, int] = {}
+
+    def shard(pid: str) -> int:
+        s = shards.get(pid)
+        if s is None:
+            s = shards[pid] = shard_of(pid, n_shards)
+        return s
+
     try:
         for n, raw in enumerate(_lines(c), start=1):
             rep.lines = n
@@ -169,7 +180,7 @@ def read_chunk(c: Chunk, writer: PartWriter, n_shards: int, codes: frozenset[str
                 owners = set(_LOOSE_REF.findall(line))
                 if len(owners) == 1:
                     who = owners.pop().decode()
-                    add(shard_of(who, n_shards), who, f"!{ftype or ''}", fid, ci, n, b"")
+                    add(shard(who), who, f"!{ftype or ''}", fid, ci, n, b"")
                 elif ftype == "Condition":
                     rep.unattributed_condition_lines += 1
                 continue
@@ -177,13 +188,13 @@ def read_chunk(c: Chunk, writer: PartWriter, n_shards: int, codes: frozenset[str
             if not isinstance(rtype, str):
                 rep.problems.append((n, "not-a-resource", ""))
                 continue
-            rep.types[rtype] += 1
+            types[rtype] = types.get(rtype, 0) + 1
             if ftype is not None and rtype != ftype:
                 rep.problems.append((n, "type-mismatch", f"{rtype} in a {ftype} file (used as {rtype})"))
             if rtype == "Patient":
                 pid = res.get("id")
                 if isinstance(pid, str) and pid:
-                    add(shard_of(pid, n_shards), pid, rtype, fid, ci, n, line)
+                    add(shard(pid), pid, rtype, fid, ci, n, line)
                 else:
                     rep.problems.append((n, "no-patient-reference", "a Patient without id"))
             elif rtype == "Medication":
@@ -191,18 +202,26 @@ def read_chunk(c: Chunk, writer: PartWriter, n_shards: int, codes: frozenset[str
                 if isinstance(mid, str) and mid:
                     writer.add_medication(mid, line)
             elif rtype in PATIENT_TYPES:
-                pid = patient_of(res)
+                holder = res.get("subject") or res.get("patient")
+                ref = holder.get("reference") if isinstance(holder, dict) else None
+                if isinstance(ref, str):
+                    if ref not in owners_of:
+                        owners_of[ref] = patient_of(res)
+                    pid = owners_of[ref]
+                else:
+                    pid = None
                 if rtype == "Observation" and not _read_by_rules(res, codes):
                     rep.not_read += 1
                     if pid is not None:  # kept as a place only: a missing patient is still reported
-                        add(shard_of(pid, n_shards), pid, f"~{rtype}", fid, ci, n, b"")
+                        add(shard(pid), pid, f"~{rtype}", fid, ci, n, b"")
                 elif pid is None:
                     rep.problems.append((n, "no-patient-reference", f"{rtype} without a Patient/<id> subject"))
                 else:
-                    add(shard_of(pid, n_shards), pid, rtype, fid, ci, n, line)
+                    add(shard(pid), pid, rtype, fid, ci, n, line)
     except (OSError, EOFError, zlib.error) as exc:
         # A corrupt or truncated gzip stream: what was read stands, the rest of the file is reported.
         rep.error = f"{type(exc).__name__}: {exc}"
+    rep.types.update(types)
     writer.commit()
     return rep
 
