@@ -28,6 +28,19 @@ from service.cohort.problems import Kind
 from service.cohort.registry import RegistryEntry
 from service.cohort.store import Row
 
+TRI_MEASURES = (
+    "severe_neutropenia_14",
+    "severe_neutropenia_early",
+    "severe_neutropenia_late",
+    "protracted_severe_neutropenia",
+    "profound_neutropenia",
+    "protracted_profound_neutropenia",
+    "prolonged_neutropenia",
+    "severe_thrombocytopenia_early",
+    "severe_thrombocytopenia_late",
+    "severe_anemia_early",
+    "severe_anemia_late",
+)
 # The column contract of the cohort issue, in this order; later columns may only be appended.
 COLUMNS = (
     "patient",
@@ -43,17 +56,7 @@ COLUMNS = (
     "easix",
     "severe_neutropenia_days_min",
     "severe_neutropenia_days_max",
-    "severe_neutropenia_14",
-    "severe_neutropenia_early",
-    "severe_neutropenia_late",
-    "protracted_severe_neutropenia",
-    "profound_neutropenia",
-    "protracted_profound_neutropenia",
-    "prolonged_neutropenia",
-    "severe_thrombocytopenia_early",
-    "severe_thrombocytopenia_late",
-    "severe_anemia_early",
-    "severe_anemia_late",
+    *TRI_MEASURES,
     "anc_recovery_day",
     "phenotype",
     "phenotype_candidates",
@@ -63,19 +66,6 @@ COLUMNS = (
     "live",
     "courses",
     "product",
-)
-TRI_MEASURES = (
-    "severe_neutropenia_14",
-    "severe_neutropenia_early",
-    "severe_neutropenia_late",
-    "protracted_severe_neutropenia",
-    "profound_neutropenia",
-    "protracted_profound_neutropenia",
-    "prolonged_neutropenia",
-    "severe_thrombocytopenia_early",
-    "severe_thrombocytopenia_late",
-    "severe_anemia_early",
-    "severe_anemia_late",
 )
 EXTRA_ANALYTES = ("ldh", "creatinine")  # EASIX inputs, as the order hooks score them
 

@@ -255,6 +255,16 @@ def _drug(text: str, rxnorm: str | None = None) -> dict[str, Any]:
     return {"medicationCodeableConcept": cc}
 
 
+def _condition(ids: _Ids, pid: str, code: str, display: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Condition",
+        "id": ids("c"),
+        "clinicalStatus": {"coding": [{"code": "active"}]},
+        "code": {"coding": [{"system": SNOMED, "code": code, "display": display}]},
+        "subject": {"reference": f"Patient/{pid}"},
+    }
+
+
 CILTA_MEDICATION = {
     "resourceType": "Medication",
     "id": "cilta-cel",
@@ -322,24 +332,8 @@ def _resources(p: Planted, ids: _Ids, pad_to: int, rng: random.Random) -> list[d
         for n, (v, comparator) in sorted(series.items()):
             out.append(_obs(ids, pid, code, v, unit, _ts(day(n), 7), comparator=comparator))
     if p.diabetes:
-        out.append(
-            {
-                "resourceType": "Condition",
-                "id": ids("c"),
-                "clinicalStatus": {"coding": [{"code": "active"}]},
-                "code": {"coding": [{"system": SNOMED, "code": "44054006", "display": "Type 2 diabetes mellitus"}]},
-                "subject": {"reference": f"Patient/{pid}"},
-            }
-        )
-    out.append(
-        {
-            "resourceType": "Condition",
-            "id": ids("c"),
-            "clinicalStatus": {"coding": [{"code": "active"}]},
-            "code": {"coding": [{"system": SNOMED, "code": "109989006", "display": "Multiple myeloma"}]},
-            "subject": {"reference": f"Patient/{pid}"},
-        }
-    )
+        out.append(_condition(ids, pid, "44054006", "Type 2 diabetes mellitus"))
+    out.append(_condition(ids, pid, "109989006", "Multiple myeloma"))
     # vital signs: ignored by every rule, present in any real export
     n_obs = sum(1 for r in out if r["resourceType"] == "Observation")
     for _ in range(max(0, pad_to - n_obs)):
