@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -246,3 +247,27 @@ def test_the_shipped_demo_is_what_the_generator_writes(tmp_path: Path) -> None:
     assert names == sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     for name in names:
         assert (shipped / name).read_bytes() == (tmp_path / name).read_bytes(), name
+
+
+def test_an_infusion_without_a_date_is_reported_at_its_line(demo: Path, tmp_path: Path) -> None:
+    exp = tmp_path / "export"
+    shutil.copytree(demo / "export", exp)
+    pid = _rows(demo / "truth.csv")[0]["patient"]
+    undated = {
+        "resourceType": "MedicationAdministration",
+        "id": "undated-cart",
+        "status": "completed",
+        "medicationCodeableConcept": {"text": "Abecma (idecabtagene vicleucel)"},
+        "subject": {"reference": f"Patient/{pid}"},
+        "effectiveDateTime": "sometime in May",
+    }
+    path = exp / "MedicationAdministration.ndjson"
+    n = len(path.read_bytes().splitlines())
+    with path.open("ab") as f:
+        f.write(json.dumps(undated).encode() + b"\n")
+    assert _run(exp, tmp_path / "out", "--registry", str(demo / "registry.csv")) == 0
+    problems = [p for p in _rows(tmp_path / "out" / "problems.csv") if p["kind"] == "infusion-without-date"]
+    assert [(p["file"], p["line"]) for p in problems] == [("MedicationAdministration.ndjson", str(n + 1))]
+    row = next(r for r in _rows(tmp_path / "out" / "courses.csv") if r["patient"] == pid)
+    assert "infusion-without-date" in row["flags"].split("|")
+    assert row["day0"] == _rows(demo / "truth.csv")[0]["day0"]  # the dated infusion still makes day 0

@@ -21,8 +21,8 @@ import orjson
 from service.clinical import course as cc
 from service.clinical.assessment import assess_patient
 from service.clinical.labs import parse_fhir_datetime, parse_observation
+from service.clinical.medications import match_drug, medication_concepts
 from service.clinical.nrm import nrm_profile
-from service.clinical.orders import cart_product
 from service.cohort.config import CohortRules
 from service.cohort.problems import Kind
 from service.cohort.registry import RegistryEntry
@@ -168,7 +168,9 @@ def _undated_infusions(
     out = []
     tz = rules.rules.tz
     for res, row in resources:
-        if res.get("resourceType") != "MedicationAdministration" or cart_product([res, *pool], rules.vs) is None:
+        if res.get("resourceType") != "MedicationAdministration":
+            continue
+        if match_drug(medication_concepts(res, pool), rules.vs.product_rxnorm, rules.vs.product_names) is None:
             continue
         period = res.get("effectivePeriod")
         raw = res.get("effectiveDateTime") or (period.get("start") if isinstance(period, dict) else None)
