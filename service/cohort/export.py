@@ -190,7 +190,7 @@ def read_chunk(c: Chunk, writer: PartWriter, n_shards: int, codes: frozenset[str
                 continue
             types[rtype] = types.get(rtype, 0) + 1
             if ftype is not None and rtype != ftype:
-                rep.problems.append((n, "type-mismatch", f"{rtype} in a {ftype} file (used as {rtype})"))
+                rep.problems.append((n, "type-mismatch", f"{rtype} in a file of {ftype} (used as {rtype})"))
             if rtype == "Patient":
                 pid = res.get("id")
                 if isinstance(pid, str) and pid:

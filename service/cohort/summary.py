@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -241,8 +242,6 @@ def fig1d(rows: list[Row]) -> dict[str, Any]:
 
 
 def _date_range(rows: list[Row]) -> dict[str, str | None]:
-    from datetime import date, timedelta
-
     day0 = sorted(r["day0"] for r in rows)
     ld = sorted(r["ld_start"][:10] for r in rows if r["ld_start"])
     last = [
