@@ -94,6 +94,7 @@ def one(n: int, observations: int, where: Path) -> dict[str, float]:
     y1_wall, y1_cpu, lines = yardstick(export)
     wall, cpu, peak, line = command(export, where / f"out-{n}", where / f"truth-{n}" / "registry.csv")
     y2_wall, y2_cpu, _ = yardstick(export)
+    same = (where / f"out-{n}" / "courses.csv").read_bytes() == (where / f"truth-{n}" / "truth.csv").read_bytes()
     y_wall = (y1_wall + y2_wall) / 2
     y_cpu = (y1_cpu + y2_cpu) / 2
     print(f"  lines                    {lines:,}")
@@ -101,6 +102,7 @@ def one(n: int, observations: int, where: Path) -> dict[str, float]:
     print(f"  cohort command           {wall:.2f} s wall, {cpu:.2f} s CPU over all processes")
     print(f"  ratio                    {wall / y_wall:.2f}× wall (target ≤ 3), {cpu / y_cpu:.2f}× CPU")
     print(f"  peak RSS (process tree)  {peak:.0f} MiB (target ≤ 500)")
+    print(f"  courses.csv = the planted truth: {'yes' if same else 'NO'}")
     print(f"  {line}")
     print(f"  load average             {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     shutil.rmtree(export)

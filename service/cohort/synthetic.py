@@ -32,6 +32,7 @@ SNOMED = "http://snomed.info/sct"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 AS_OF = date(2026, 1, 1)  # the demo's and tests' --as-of
 FIRST_DAY0 = date(2023, 1, 9)
+DAY0_SPAN = 980  # days: FIRST_DAY0 + 980 + 100 is still before AS_OF
 
 # HT points → a value well inside its band (spec §1.3), canonical units.
 HT_VALUES: dict[str, dict[int, float]] = {
@@ -420,7 +421,8 @@ def plan_cohort(n: int, seed: int) -> list[Planted]:
     out: list[Planted] = []
     for i in range(n):
         pid = f"pt-{seed}-{i:05d}"
-        day0 = FIRST_DAY0 + timedelta(days=7 * i)
+        # a week apart, wrapping within DAY0_SPAN: every course is over (day +100) before AS_OF
+        day0 = FIRST_DAY0 + timedelta(days=(7 * i) % DAY0_SPAN)
         kind = i % 10
         if kind == 9:
             ht = "indeterminate"
