@@ -13,6 +13,8 @@ API (the entry point; the grid lives in ``course_grid.py``, the phenotype automa
   before the next infusion day).
 - ``course_for(infusions, today) -> Course | None``: the course that contains ``today`` (a hook's).
 - ``ld_start(course, resources, patient_id, vs, tz) -> LdStart``: the §9.2 LD start (T0 of the score).
+- ``ld_anchor(when, date_only, tz) -> (t0, text)``: T0 and its text for an LD start known at ``when``
+  (the end of the local day when only a date is known), for any other source of LD start (a registry).
 - ``ld_trigger(course, ld, vs) -> Trigger``: the adapter that lets ``assessment.assess_patient`` score HT
   at that LD start (the HT rules are not repeated here).
 - ``course_result(observations, course, today, patient_id, vs, rules) -> CourseResult``: the daily
@@ -23,7 +25,15 @@ API (the entry point; the grid lives in ``course_grid.py``, the phenotype automa
 - ``Measures.as_json()`` / ``Phenotype.as_json()`` / ``Interval.as_json()``: the §9.8 shapes.
 
 "Today" is a facility-local calendar date everywhere: a hook passes ``now.astimezone(tz).date()``,
-the cohort its ``--as-of`` date.
+the cohort its ``--as-of`` date. A hook::
+
+    infs, flags = infusions(resources, pid, vs, tz)
+    course = course_for(infs, today)                      # None: not in a course, no card
+    ld = ld_start(course, resources, pid, vs, tz)
+    ht = assess_patient(ld_trigger(course, ld, vs), observations, pid, vs, rules)
+    result = course_result(observations, course, today, pid, vs, rules)
+
+(the cohort: ``courses(infs)`` instead of ``course_for``). C1–C8 of §9.7 as FHIR data: ``tests/course_cases.py``.
 """
 
 from __future__ import annotations
@@ -249,6 +259,12 @@ def _done(resource: Resource, not_done: frozenset[str]) -> bool:
     return not (isinstance(status, str) and status in not_done)
 
 
+def _medications(pool: list[Resource]) -> list[Resource]:
+    # A medicationReference is looked up among these only: scanning every resource for each
+    # administration would make a long record quadratic.
+    return [r for r in pool if r.get("resourceType") == "Medication"]
+
+
 def _has_code(resource: Resource, codes: frozenset[tuple[str, str]]) -> bool:
     return any(
         (c.get("system"), c.get("code")) in codes
@@ -274,6 +290,7 @@ def infusions(
     for a Procedure).
     """
     pool = [r for r in resources if isinstance(r, dict)]
+    meds = _medications(pool)
     found: list[Infusion] = []
     flags: set[str] = set()
     for r in pool:
@@ -282,7 +299,7 @@ def infusions(
         if rtype == "MedicationAdministration":
             if not _done(r, NOT_GIVEN) or not belongs_to(r, patient_id):
                 continue
-            product = match_drug(medication_concepts(r, pool), vs.product_rxnorm, vs.product_names)
+            product = match_drug(medication_concepts(r, meds), vs.product_rxnorm, vs.product_names)
             if product is None:
                 continue
             t = _time_of(r, "effectiveDateTime", "effectivePeriod", tz)
@@ -329,7 +346,8 @@ def course_for(infs: Iterable[Infusion], today: date) -> Course | None:
 # ---------------------------------------------------------------- LD start
 
 
-def _as_ld(when: datetime, date_only: bool, tz: tzinfo) -> tuple[datetime, str]:
+def ld_anchor(when: datetime, date_only: bool, tz: tzinfo) -> tuple[datetime, str]:
+    """T0 for §1 scoring and the LD start's text ("YYYY-MM-DD" or the dateTime) from when it is known."""
     if date_only:
         # As for the order-time trigger: labs drawn on a date-only LD day are pre-LD in practice.
         return datetime.combine(when.date(), time.max, tz), when.date().isoformat()
@@ -340,6 +358,7 @@ def ld_start(course: Course, resources: Iterable[Resource], patient_id: str, vs:
     """§9.2: the earliest LD-drug MedicationAdministration on course days −14..0; else the earliest
     planned start of an LD MedicationRequest in that range; else day 0 − 5, flagged ``t0-assumed``."""
     pool = [r for r in resources if isinstance(r, dict)]
+    meds = _medications(pool)
     given: list[tuple[datetime, bool, str, str]] = []  # (when, date_only, ref, drug)
     ordered: list[tuple[datetime, bool, str, str]] = []
     for r in pool:
@@ -358,14 +377,14 @@ def ld_start(course: Course, resources: Iterable[Resource], patient_id: str, vs:
             continue
         if not LD_FIRST_DAY <= course.day_of(_local_day(t[0], t[1], tz)) <= 0:
             continue
-        drug = match_drug(medication_concepts(r, pool), vs.ld_rxnorm, vs.ld_names)
+        drug = match_drug(medication_concepts(r, meds), vs.ld_rxnorm, vs.ld_names)
         if drug is not None:
             into.append((t[0], t[1], resource_ref(r) or "", drug))
     drugs = frozenset(x[3] for x in given + ordered)
     for source, found in (("administration", given), ("order", ordered)):
         if found:
             when, date_only, ref, _ = min(found, key=lambda x: (x[0], x[2]))
-            t0, value = _as_ld(when, date_only, tz)
+            t0, value = ld_anchor(when, date_only, tz)
             src: LdSource = "administration" if source == "administration" else "order"
             return LdStart(t0, value, date_only, src, ref or None, drugs, ())
     assumed = course.day0 + timedelta(days=ASSUMED_LD_DAY)
@@ -403,16 +422,17 @@ def ld_trigger(course: Course, ld: LdStart, vs: ValueSets) -> Trigger:
 # ---------------------------------------------------------------- the course
 
 
-def _state_of(threshold: Threshold, result: LabResult) -> int:
+def _states_of(thresholds: tuple[Threshold, ...], result: LabResult) -> States:
     if result.problem is not None or result.value is None:
-        return UNKNOWN
-    return threshold.state(result.span())
+        return (UNKNOWN,) * len(thresholds)
+    span = result.span()
+    return tuple(t.state(span) for t in thresholds)
 
 
 def result_below(result: LabResult, threshold: Decimal) -> Tri:
     """ "yes" when a usable result is surely below ``threshold`` (canonical unit), "no" when surely not,
     "unknown" for a censored value on both sides (e.g. "<1.0" against 0.5) or an unusable result."""
-    st = _state_of(Threshold(threshold), result)
+    (st,) = _states_of((Threshold(threshold),), result)
     return "yes" if st == BELOW else "no" if st == NOT else "unknown"
 
 
@@ -450,7 +470,7 @@ def course_result(
             return
         if r.problem is not None:
             flags.add(f"untrusted:{analyte}")
-        placed[analyte].append((day, tuple(_state_of(t, r) for t in THRESHOLDS[analyte])))
+        placed[analyte].append((day, _states_of(THRESHOLDS[analyte], r)))
 
     for obs in observations:
         r = parse_observation(obs, patient_id, vs, rules)
