@@ -12,7 +12,7 @@ import dataclasses
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, tzinfo
+from datetime import date, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -104,14 +104,6 @@ def _registry_infusions(entries: list[RegistryEntry], tz: tzinfo) -> list[cc.Inf
         day = e.infusion.date() if e.infusion_date_only else e.infusion.astimezone(tz).date()
         out.append(cc.Infusion(None, None, e.infusion, e.infusion_date_only, day))
     return sorted(out, key=lambda i: (i.when, i.day))
-
-
-def _registry_t0(entry: RegistryEntry, tz: tzinfo) -> datetime:
-    assert entry.ld_start is not None
-    if entry.ld_start_date_only:
-        # As for a date-only LD order (course.ld_start, orders.find_trigger): labs drawn that day are pre-LD.
-        return datetime.combine(entry.ld_start.date(), time.max, tz)
-    return entry.ld_start
 
 
 class ObservationCheck:
@@ -246,9 +238,9 @@ def analyze_patient(
     entry = min(registry[pid], key=lambda e: e.infusion) if pid in registry else None
     if entry is not None and entry.ld_start is not None:
         # The registry's LD start replaces T0 only; the regimen stays the one of the export's LD drugs.
-        t0 = _registry_t0(entry, tz)
+        t0, ld_value = cc.ld_anchor(entry.ld_start, entry.ld_start_date_only, tz)
         trigger = dataclasses.replace(trigger, t0=t0, t0_assumed=False, t0_date_only=entry.ld_start_date_only)
-        ld_value, ld_source, ld_flags = entry.ld_start_text or "", "registry", ()
+        ld_source, ld_flags = "registry", ()
     flags |= set(ld_flags)
 
     a = assess_patient(trigger, observations, pid, rules.vs, rules.rules, EXTRA_ANALYTES)

@@ -25,7 +25,6 @@ class RegistryEntry:
     infusion_date_only: bool
     ld_start: datetime | None
     ld_start_date_only: bool
-    ld_start_text: str | None
 
 
 def read_registry(path: Path, tz: tzinfo) -> tuple[dict[str, list[RegistryEntry]], list[Problem]]:
@@ -58,7 +57,6 @@ def read_registry(path: Path, tz: tzinfo) -> tuple[dict[str, list[RegistryEntry]
                     infusion[1],
                     ld[0] if ld else None,
                     ld[1] if ld else False,
-                    cells[2] if ld else None,
                 )
             )
     return entries, problems
