@@ -75,7 +75,7 @@ def _fig1b(s: dict[str, Any]) -> str:
         ax.bar(i, med, color="#7f8fa6" if g == "low" else "#c0392b", width=0.6)
         if lo is not None and hi is not None:
             ax.errorbar(i, med, yerr=[[med - lo], [hi - med]], color="black", capsize=4)
-        ax.text(i, med + 0.3, f"{med:g}", ha="center", fontsize=8)
+        ax.text(i + 0.32, med, f"{med:g}", ha="left", va="center", fontsize=8)  # beside the whisker
     ax.set_xticks([0, 1], [f"HT low (n={b['low']['n']})", f"HT high (n={b['high']['n']})"])
     ax.set_ylabel("median days ANC < 500/µL (d0–60)")
     return _svg(fig)
