@@ -271,3 +271,52 @@ def test_an_infusion_without_a_date_is_reported_at_its_line(demo: Path, tmp_path
     row = next(r for r in _rows(tmp_path / "out" / "courses.csv") if r["patient"] == pid)
     assert "infusion-without-date" in row["flags"].split("|")
     assert row["day0"] == _rows(demo / "truth.csv")[0]["day0"]  # the dated infusion still makes day 0
+
+
+HOSTILE = [
+    b"42",
+    b'"just a string"',
+    b"null",
+    b'{"resourceType": 5}',
+    b'{"resourceType": "Observation", "subject": "Patient/pt-14-00000"}',
+    b'{"resourceType": "Observation", "subject": {"reference": ["Patient/pt-14-00000"]}}',
+    b'{"resourceType": "Observation", "subject": {"reference": "Patient/../../etc/passwd"}}',
+    b'{"resourceType": "Observation", "subject": {"reference": "Patient/pt-14-00000"}, "code": []}',
+    b'{"resourceType": "Observation", "subject": {"reference": "Patient/pt-14-00000"},'
+    b' "code": {"coding": [{"system": "http://loinc.org", "code": "751-8"}]}, "status": "final",'
+    b' "effectiveDateTime": {"a": 1}, "valueQuantity": {"value": "NaN", "unit": ["x"]}}',
+    b'{"resourceType": "Observation", "subject": {"reference": "Patient/pt-14-00000"},'
+    b' "code": {"coding": [{"system": "http://loinc.org", "code": "751-8"}]}, "status": "final",'
+    b' "effectiveDateTime": "2023-01-12T07:00:00+00:00", "valueQuantity": {"value": 1e999, "code": {}}}',
+    b'{"resourceType": "MedicationAdministration", "subject": {"reference": "Patient/pt-14-00000"},'
+    b' "medicationReference": {"reference": "Medication/nope"}, "effectivePeriod": "yesterday"}',
+    b'{"resourceType": "Condition", "subject": {"reference": "Patient/pt-14-00000"}, "code": "diabetes"}',
+    b'{"resourceType": "Patient", "id": {"x": 1}}',
+    b'{"resourceType": "Patient"}',
+    b'{"resourceType": "Medication", "id": 7}',
+    '{"resourceType": "Observation", "id": "\u00e9\u00e8", "subject": {"reference": "Patient/\u2603"}}'.encode(),
+]
+
+
+def test_hostile_lines_and_a_corrupt_gzip_never_crash_the_command(demo: Path, tmp_path: Path) -> None:
+    exp = tmp_path / "export"
+    shutil.copytree(demo / "export", exp)
+    with (exp / "Observation.000.ndjson").open("ab") as f:
+        f.write(b"\n".join(HOSTILE) + b"\n")
+    good = gzip.compress(b'{"resourceType":"Patient","id":"late-1"}\n' * 50)
+    (exp / "Patient.extra.ndjson.gz").write_bytes(good[: len(good) // 2])  # cut short
+    (exp / "1.Observation.ndjson").write_bytes(b"")
+    (exp / "manifest.json").write_text("{}")
+    assert _run(exp, tmp_path / "out", "--registry", str(demo / "registry.csv")) == 0
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    counts = s["problems"]["counts"]
+    assert counts["unreadable-file"] == 1 and counts["unknown-file-type"] == 1
+    assert counts["not-a-resource"] >= 4 and counts["no-patient-reference"] >= 2
+    assert s["inputs"]["observationsOfCodesNoRuleReads"] >= 4  # no code a rule reads: counted, not kept
+    assert s["inputs"]["otherFilesIgnored"] == ["manifest.json"]
+    # The planted courses still come out as planted (the hostile lines add nothing usable to them),
+    # apart from pt-14-00000's diabetes-free Condition and undated infusion, which only flag.
+    got = {r["patient"]: r for r in _rows(tmp_path / "out" / "courses.csv")}
+    for want in _rows(demo / "truth.csv"):
+        if want["patient"] != "pt-14-00000":
+            assert got[want["patient"]] == want
