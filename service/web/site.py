@@ -11,6 +11,7 @@ from service.cards.suggestions import DEFAULT_DRUGS, Drug
 from service.clinical.follow_up import FollowUpRules
 from service.clinical.labs import LabRules
 from service.clinical.valuesets import value_sets
+from service.cohort.config import CohortRules
 from service.web.rationale import PATH as RATIONALE_PATH
 from service.web.settings import Settings
 
@@ -62,3 +63,19 @@ def _follow_up(s: Settings) -> FollowUp:
     }
     codes = frozenset((system, code) for system, _, code in (c.partition("|") for c in f.infusion_procedure_codes))
     return FollowUp(rules, drugs, codes, f.infusion_count)
+
+
+def cohort_rules_from_settings(s: Settings) -> CohortRules:
+    """The same clinical configuration for `hematotox-cds cohort`, in the picklable form its workers need."""
+    clinic, c = clinic_from_settings(s), s.clinical
+    return CohortRules(
+        rules=clinic.rules,
+        ferritin_uln=clinic.ferritin_uln,
+        m_easix_crp_mg_per_l=clinic.m_easix_crp_mg_per_l,
+        extra_diabetes_snomed=clinic.extra_diabetes_snomed,
+        extra_loinc=c.extra_loinc,
+        extra_ld_rxnorm=c.extra_ld_rxnorm,
+        extra_cart_rxnorm=c.extra_cart_rxnorm,
+        extra_drug_rxnorm=c.extra_drug_rxnorm,
+        procedure_codes=clinic.follow_up.procedure_codes,
+    )
