@@ -327,6 +327,42 @@ def order_context(request: HookRequest) -> OrderContext:
     )
 
 
+PATIENT_VIEW = "patient-view"
+
+
+@dataclass(frozen=True, slots=True)
+class PatientContext:
+    """What patient-view puts in `context`: the chart that was opened (and by whom, where)."""
+
+    hook: str
+    patient_id: str
+    user_id: str | None
+    encounter_id: str | None
+
+
+def patient_context(request: HookRequest) -> PatientContext:
+    """Read the patient-view context; CDSHookError(400) when `patientId` is missing."""
+    if request.hook != PATIENT_VIEW:
+        raise CDSHookError(
+            400, "not-supported", f"hook {request.hook!r} has no patient-view context", expression=["hook"]
+        )
+    ctx = request.context
+    patient_id = ctx.get("patientId")
+    if not isinstance(patient_id, str) or not patient_id.strip():
+        raise CDSHookError(
+            400,
+            "required",
+            "context.patientId (a non-empty string) is required for patient-view",
+            expression=["context.patientId"],
+        )
+    return PatientContext(
+        hook=request.hook,
+        patient_id=patient_id.strip(),
+        user_id=_opt_str(ctx.get("userId")),
+        encounter_id=_opt_str(ctx.get("encounterId")),
+    )
+
+
 def selected_orders(ctx: OrderContext) -> list[dict]:
     """order-sign: every draft order. order-select: only the selected ones (none if no selections)."""
     if ctx.hook != "order-select":

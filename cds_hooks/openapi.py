@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .models import ORDER_HOOKS
+
 _STR = {"type": "string", "minLength": 1}
 _CODING = {"type": "object", "properties": {"system": _STR, "code": _STR, "display": _STR}}
 _REFERENCE = {"type": "object", "properties": {"reference": _STR}}
@@ -44,13 +46,16 @@ _BUNDLE = {
 }
 
 
-def hook_request_schema(hooks: Iterable[str]) -> dict[str, Any]:
-    """A CDS Hooks service request (`POST {base}/cds-services/{id}`) for the given hook names."""
+def hook_request_schema(hooks: Iterable[str], prefetch_keys: Iterable[str] = ()) -> dict[str, Any]:
+    """A CDS Hooks service request (`POST {base}/cds-services/{id}`) for the given hook names, with the
+    prefetch keys the services declare (any other key is allowed as well)."""
+    names = frozenset(hooks)
+    value = {"type": ["object", "null"], "properties": _RESOURCE["properties"]}
     return {
         "type": "object",
         "required": ["hook", "hookInstance", "context"],
         "properties": {
-            "hook": {"type": "string", "enum": sorted(set(hooks))},
+            "hook": {"type": "string", "enum": sorted(names)},
             "hookInstance": {"type": "string", "format": "uuid"},
             "fhirServer": {"type": "string", "format": "uri"},
             "fhirAuthorization": {
@@ -67,7 +72,9 @@ def hook_request_schema(hooks: Iterable[str]) -> dict[str, Any]:
             },
             "context": {
                 "type": "object",
-                "required": ["patientId", "draftOrders"],
+                # draftOrders only for the order hooks: one plain schema for every hook, so only
+                # what all of them share is required (patient-view sends patientId, userId, encounterId?).
+                "required": ["patientId", "draftOrders"] if names <= ORDER_HOOKS else ["patientId"],
                 "properties": {
                     "userId": _STR,
                     "patientId": _STR,
@@ -79,7 +86,8 @@ def hook_request_schema(hooks: Iterable[str]) -> dict[str, Any]:
             "prefetch": {
                 # key -> a resource or a searchset Bundle, or null ("looked, found nothing")
                 "type": "object",
-                "additionalProperties": {"type": ["object", "null"], "properties": _RESOURCE["properties"]},
+                "properties": dict.fromkeys(sorted(set(prefetch_keys)), value),
+                "additionalProperties": value,
             },
         },
     }

@@ -27,7 +27,10 @@ def _ref_id(resource: dict) -> str | None:
 
 
 def _codes(resource: dict) -> set[str]:
-    return {f"{c.get('system')}|{c.get('code')}" for c in (resource.get("code") or {}).get("coding") or []}
+    # `code` searches Observation.code, and the medication CodeableConcept of a MedicationRequest /
+    # MedicationAdministration (R4 search parameter `code` = medication.as(CodeableConcept)).
+    concept = resource.get("code") or resource.get("medicationCodeableConcept") or {}
+    return {f"{c.get('system')}|{c.get('code')}" for c in concept.get("coding") or []}
 
 
 def _date(resource: dict) -> str:

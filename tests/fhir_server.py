@@ -55,6 +55,9 @@ class FhirTestServer:
     access_token: str | None
     external: bool
     loaded: list[tuple[str, str]] = field(default_factory=list)
+    # The local server's console log (uvicorn's access lines: one per request it answered); None for
+    # an external server. Lets a test assert what the service did, or did not, ask the server.
+    log: Path | None = None
 
     def headers(self) -> dict[str, str]:
         headers = {"Accept": _FHIR_JSON}
@@ -151,7 +154,7 @@ def _local_server() -> Iterator[FhirTestServer]:
     with tempfile.TemporaryDirectory(prefix="sekmet-fhir-") as tmp:
         log_path = Path(tmp) / "server.log"
         process, base = _start(Path(tmp), log_path, token)
-        server = FhirTestServer(base, token, external=False)
+        server = FhirTestServer(base, token, external=False, log=log_path)
         _SERVERS[base] = server
         try:
             yield server

@@ -20,7 +20,8 @@ def test_discovery_lists_both_hooks_with_restricted_prefetch(client):
     r = client.get("/cds-services")
     assert r.status_code == 200
     services = {s["id"]: s for s in r.json()["services"]}
-    assert {s["hook"] for s in services.values()} == {"order-select", "order-sign"}
+    # issue 13 adds the third service, patient-view (tests/test_follow_up.py checks its prefetch)
+    assert {s["hook"] for s in services.values()} == {"order-select", "order-sign", "patient-view"}
     pre = services["hematotox-order-sign"]["prefetch"]
     assert set(pre) == {
         "anc",

@@ -31,10 +31,11 @@ def test_openapi_declares_the_request_bodies(tmp_path):
         assert op["requestBody"]["required"] is True
         assert op["requestBody"]["content"]["application/json"]["schema"]["type"] == "object"
         ids = next(p for p in op["parameters"] if p["name"] == "service_id")["schema"]["enum"]
-        assert ids == ["hematotox-order-select", "hematotox-order-sign"]
+        assert ids == ["hematotox-follow-up", "hematotox-order-select", "hematotox-order-sign"]
     assert service["requestBody"]["content"]["application/json"]["schema"]["properties"]["hook"]["enum"] == [
         "order-select",
         "order-sign",
+        "patient-view",
     ]
 
 
@@ -96,4 +97,9 @@ def test_generated_requests_never_get_a_5xx(tmp_path):
     )
     assert not failures, failures[:5]
     assert total >= MIN_REQUESTS
-    assert statuses[200] > 100  # the generated requests get past validation, not only 400s
+    # The generated requests get past validation, not only 400s: answered (200), or refused at the FHIR
+    # fallback (412, no server allowed). Issue 13 added patient-view: a third of the generated service
+    # calls now name a hook their service does not answer, and patient-view without its prefetch key
+    # stops at 412, and draftOrders is no longer required by the schema: 200s alone fell from over 100 to
+    # 55-75, 200s and 412s together are 90-110 in repeated runs.
+    assert statuses[200] + statuses[412] > 50

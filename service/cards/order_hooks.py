@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
 from cds_hooks.models import Action, Card, Link, OrderContext, Source, Suggestion, selected_orders
+from service.cards.follow_up_hook import FollowUp
 from service.cards.recommendation_card import LAB_OVERRIDE_REASONS, recommendation_card
 from service.cards.risk_card import (
     CALCULATOR_URL,
@@ -77,6 +78,7 @@ class Clinic:
     extra_diabetes_snomed: frozenset[str]
     # Where the card's "full rationale" link points (the service's own page); None: no such link.
     rationale_url: str | None = None
+    follow_up: FollowUp = field(default_factory=FollowUp)  # the patient-view service (follow_up_hook.py)
 
     @property
     def ruleset(self) -> str:

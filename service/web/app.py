@@ -19,14 +19,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import request_response
 
 from cds_hooks.fhir_client import FhirClient
-from cds_hooks.models import ORDER_HOOKS
+from cds_hooks.models import ORDER_HOOKS, PATIENT_VIEW
 from cds_hooks.openapi import hook_request_schema, install_openapi, json_request_body
 from cds_hooks.outcome import CDSHookError, operation_outcome
 from cds_hooks.registry import Registry, ServiceDefinition
+from service.cards.follow_up_hook import infusion_templates
 from service.cards.order_hooks import Clinic
 from service.web.feedback import feedback_router
 from service.web.ops import router as ops_router
-from service.web.pipeline import OrderHookPipeline, json_bytes
+from service.web.pipeline import FollowUpPipeline, OrderHookPipeline, json_bytes
 from service.web.rationale import rationale_router
 from service.web.reuse import ReuseCache, issuer_of
 from service.web.security import install_security
@@ -37,6 +38,12 @@ log = logging.getLogger("hematotox.hook")
 SERVICE_DESCRIPTION = (
     "CAR-HEMATOTOX score and non-relapse-mortality risk factors at lymphodepleting chemotherapy "
     "(fludarabine/cyclophosphamide or bendamustine) before CAR T-cell therapy."
+)
+FOLLOW_UP_ID = "hematotox-follow-up"
+FOLLOW_UP_DESCRIPTION = (
+    "After CAR T-cell infusion (day 0 to +100): the hematotoxicity course so far (days of severe "
+    "neutropenia, current run, recovery phenotype) and what is due (antibacterial and antifungal "
+    "prophylaxis, stem-cell boost awareness, G-CSF, blood counts). No card outside a course."
 )
 
 
@@ -53,6 +60,17 @@ def build_registry(clinic: Clinic) -> Registry:
                 handler=None,
             )
         )
+    reg.register(
+        ServiceDefinition(
+            id=FOLLOW_UP_ID,
+            hook=PATIENT_VIEW,
+            title="CAR-T hematotoxicity follow-up (day 0 to +100)",
+            description=FOLLOW_UP_DESCRIPTION,
+            # Only what finds a CAR-T infusion: EHRs prefetch every key on every chart open.
+            prefetch=infusion_templates(clinic.vs, clinic.follow_up),
+            handler=None,
+        )
+    )
     return reg
 
 
@@ -79,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limits=httpx.Limits(max_connections=f.max_connections, max_keepalive_connections=f.max_connections),
         )
         app.state.pipeline = OrderHookPipeline(clinic, f, app.state.fhir, app.state.fhir_allowlist, app.state.reuse)
+        app.state.follow_up = FollowUpPipeline(clinic, f, app.state.fhir, app.state.fhir_allowlist)
         try:
             yield
         finally:
@@ -117,12 +136,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def discovery() -> Response:
         return json_response(registry.discovery())
 
-    @app.post("/cds-services/{service_id}", openapi_extra=json_request_body(hook_request_schema(ORDER_HOOKS)))
+    hooks = ORDER_HOOKS | {PATIENT_VIEW}
+
+    keys = {key for s in registry for key in s.prefetch}
+    request_schema = hook_request_schema(hooks, keys)
+
+    @app.post("/cds-services/{service_id}", openapi_extra=json_request_body(request_schema))
     async def call_service(service_id: str, request: Request) -> Response:
         service = registry.get(service_id)
         if service is None:
             raise CDSHookError(404, "not-found", f"no CDS service with id '{service_id}'")
-        answer = await app.state.pipeline.run(service, await request.body(), issuer_of(request.state))
+        pipeline = app.state.follow_up if service.hook == PATIENT_VIEW else app.state.pipeline
+        answer = await pipeline.run(service, await request.body(), issuer_of(request.state))
         return json_response(answer.body, answer.status)
 
     serve_plain(app, "/cds-services/{service_id}", call_service)

@@ -1,4 +1,4 @@
-"""`hematotox-cds serve`: run the service with uvicorn."""
+"""`hematotox-cds serve`: run the service with uvicorn; `hematotox-cds cohort`: validate the score on an export."""
 
 from __future__ import annotations
 
@@ -22,7 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=int(os.environ.get("HEMATOTOX_PORT", "8080")))
     serve.add_argument("--workers", type=int, default=int(os.environ.get("HEMATOTOX_WORKERS", "1")))
     serve.add_argument("--log-level", default=os.environ.get("HEMATOTOX_LOG_LEVEL", "info"))
+    from service.cohort.cli import add_parser as add_cohort_parser  # argparse only: the analysis loads on use
+
+    add_cohort_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "cohort":
+        return _cohort(args)
 
     import uvicorn
 
@@ -47,6 +52,14 @@ def main(argv: list[str] | None = None) -> int:
         **SERVER_OPTIONS,
     )
     return 0
+
+
+def _cohort(args: argparse.Namespace) -> int:
+    from service.cohort.cli import run
+    from service.web.settings import load_settings
+    from service.web.site import cohort_rules_from_settings
+
+    return run(args, cohort_rules_from_settings(load_settings()))
 
 
 def create_served_app() -> FastAPI:

@@ -51,7 +51,11 @@ disable_created_metrics()
 # deadline defaults to 3 s. Buckets are dense below 1 s and reach past the longest deadline.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 GROUPS = ("low", "high", "indeterminate")
-SERVICES = {"hematotox-order-select": "order-select", "hematotox-order-sign": "order-sign"}
+SERVICES = {
+    "hematotox-order-select": "order-select",
+    "hematotox-order-sign": "order-sign",
+    "hematotox-follow-up": "patient-view",
+}
 
 HOOK_DURATION = Histogram(
     "hematotox_hook_duration_seconds",

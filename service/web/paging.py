@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timedelta, tzinfo
+from datetime import date, datetime, time, timedelta, tzinfo
 
+from service.clinical.course import COURSE_DAYS
 from service.clinical.labs import LabRules, parse_fhir_datetime
 from service.clinical.nrm import ecog
 
@@ -65,5 +66,21 @@ def lookback_stop(
             except (TypeError, ValueError):  # odd data: read every page, let the scoring judge it
                 return False
         return cutoff is not None and dated[-1] < cutoff
+
+    return stop
+
+
+def infusion_stop(today: date, tz: tzinfo, keys: Iterable[str]) -> StopPaging:
+    """stop(key, resources) for the follow-up service's infusion search (newest first): once an
+    administration from before day +100 of today's course could start is seen, later pages are older
+    still and cannot hold the infusion of a course that contains today."""
+    cutoff = datetime.combine(today - timedelta(days=COURSE_DAYS + MARGIN_DAYS), time(0), tz)
+    wanted = frozenset(keys)
+
+    def stop(key: str, resources: Sequence[dict]) -> bool:
+        if key not in wanted:
+            return False
+        dated = [d for r in resources if (d := sort_date(r, tz)) is not None]
+        return bool(dated) and _newest_first(dated) and dated[-1] < cutoff
 
     return stop

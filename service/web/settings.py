@@ -151,6 +151,43 @@ class RecommendationsSection(BaseModel):
     m_easix_crp_mg_per_l: bool = False
 
 
+class FollowUpSection(BaseModel):
+    """The `hematotox-follow-up` service (patient-view during a course, clinical-spec §9.6)."""
+
+    # F2: the current run of ANC < 0.5 that counts as "prolonged" (sure days) [DESIGN, configurable].
+    prolonged_run_days: int = Field(default=7, ge=1, le=60)
+    # F5: a CBC with differential is due when the latest ANC is older than this many days
+    # [EXTRAPOLATION]: HT-high days 0–30 / days 31–90; otherwise days 0–30 (no reminder after).
+    cbc_interval_high_early_days: int = Field(default=3, ge=1, le=100)
+    cbc_interval_high_late_days: int = Field(default=8, ge=1, le=100)
+    cbc_interval_low_early_days: int = Field(default=7, ge=1, le=100)
+    # One-click drafts only for drugs the site names (keys "fluoroquinolone", "azole", "gcsf"); a
+    # `[recommendations.drugs]` entry of the same key counts too. Without one, the item is text.
+    drugs: dict[str, DrugChoice] = Field(default_factory=dict)
+    # Sites that record the CAR-T infusion as a Procedure name its codes as "system|code" (none
+    # shipped); the discovery prefetch then asks for those Procedures as well.
+    infusion_procedure_codes: list[str] = Field(default_factory=list)
+    # How many CAR-T administrations the first-stage search asks for, newest first (the last 100
+    # days are picked in our code: prefetch templates cannot do date arithmetic).
+    infusion_count: int = Field(default=10, ge=1, le=100)
+
+    @field_validator("drugs")
+    @classmethod
+    def _known_drug_keys(cls, drugs: dict[str, DrugChoice]) -> dict[str, DrugChoice]:
+        if unknown := sorted(set(drugs) - {"fluoroquinolone", "azole", "gcsf"}):
+            raise ValueError(f"follow_up.drugs: unknown keys {unknown} (fluoroquinolone, azole, gcsf)")
+        return drugs
+
+    @field_validator("infusion_procedure_codes")
+    @classmethod
+    def _system_and_code(cls, codes: list[str]) -> list[str]:
+        for c in codes:
+            system, sep, code = c.partition("|")
+            if not (sep and system and code) or "," in c:
+                raise ValueError(f"follow_up.infusion_procedure_codes: {c!r} is not 'system|code'")
+        return codes
+
+
 class FeedbackSection(BaseModel):
     # SQLite by default; a PostgreSQL URL switches the store to PostgreSQL
     # ("postgresql://user:password@host:5432/db"; the asyncpg driver is used).
@@ -176,6 +213,7 @@ class Settings(BaseSettings):
     feedback: FeedbackSection = Field(default_factory=FeedbackSection)
     cache: CacheSection = Field(default_factory=CacheSection)
     recommendations: RecommendationsSection = Field(default_factory=RecommendationsSection)
+    follow_up: FollowUpSection = Field(default_factory=FollowUpSection)
 
     @classmethod
     def settings_customise_sources(

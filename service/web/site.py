@@ -5,10 +5,13 @@ from __future__ import annotations
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from service.cards.follow_up_hook import FollowUp
 from service.cards.order_hooks import Clinic, prefetch_templates
 from service.cards.suggestions import DEFAULT_DRUGS, Drug
+from service.clinical.follow_up import FollowUpRules
 from service.clinical.labs import LabRules
 from service.clinical.valuesets import value_sets
+from service.cohort.config import CohortRules
 from service.web.rationale import PATH as RATIONALE_PATH
 from service.web.settings import Settings
 
@@ -38,4 +41,41 @@ def clinic_from_settings(s: Settings) -> Clinic:
         m_easix_crp_mg_per_l=r.m_easix_crp_mg_per_l,
         extra_diabetes_snomed=frozenset(c.extra_diabetes_snomed),
         rationale_url=s.service.public_base_url.rstrip("/") + RATIONALE_PATH,
+        follow_up=_follow_up(s),
+    )
+
+
+def _follow_up(s: Settings) -> FollowUp:
+    f = s.follow_up
+    rules = FollowUpRules(
+        prolonged_run_days=f.prolonged_run_days,
+        cbc_high_early_days=f.cbc_interval_high_early_days,
+        cbc_high_late_days=f.cbc_interval_high_late_days,
+        cbc_low_early_days=f.cbc_interval_low_early_days,
+        indeterminate_as_high=s.recommendations.treat_indeterminate_as_high,
+        disabled=frozenset(s.recommendations.disabled),
+    )
+    # Only what the site configured: [recommendations.drugs] (not the shipped defaults) under
+    # [follow_up.drugs], which wins for the same key.
+    configured = {**s.recommendations.drugs, **f.drugs}
+    drugs = {
+        k: Drug(d.rxnorm, d.display, d.dose) for k, d in configured.items() if k in ("fluoroquinolone", "azole", "gcsf")
+    }
+    codes = frozenset((system, code) for system, _, code in (c.partition("|") for c in f.infusion_procedure_codes))
+    return FollowUp(rules, drugs, codes, f.infusion_count)
+
+
+def cohort_rules_from_settings(s: Settings) -> CohortRules:
+    """The same clinical configuration for `hematotox-cds cohort`, in the picklable form its workers need."""
+    clinic, c = clinic_from_settings(s), s.clinical
+    return CohortRules(
+        rules=clinic.rules,
+        ferritin_uln=clinic.ferritin_uln,
+        m_easix_crp_mg_per_l=clinic.m_easix_crp_mg_per_l,
+        extra_diabetes_snomed=clinic.extra_diabetes_snomed,
+        extra_loinc=c.extra_loinc,
+        extra_ld_rxnorm=c.extra_ld_rxnorm,
+        extra_cart_rxnorm=c.extra_cart_rxnorm,
+        extra_drug_rxnorm=c.extra_drug_rxnorm,
+        procedure_codes=clinic.follow_up.procedure_codes,
     )

@@ -1,0 +1,243 @@
+"""Reading a Bulk Data export: which files, their resource type, and one chunk of lines → the work store.
+
+Step one of the cohort run (`run.py`): every line is JSON-parsed once, checked, and stored as raw bytes
+under its patient in a per-process SQLite part file (`store.py`); grouping happens there, on disk, so
+that memory is bounded by a chunk and, later, by the largest patient, never by the export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import re
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from service.clinical.nrm import ECOG_LOINC
+from service.cohort.problems import Kind
+from service.cohort.store import PartWriter
+
+# Resources the rules read, by patient; Medication is shared (a formulary), looked up by id.
+PATIENT_TYPES = frozenset({"Observation", "Condition", "MedicationAdministration", "MedicationRequest", "Procedure"})
+SUFFIXES = (".ndjson", ".ndjson.gz")
+CHUNK_BYTES = 32 * 1024 * 1024  # one task of the reading step (plain files are split at line starts)
+
+_PREFIX = re.compile(r"[A-Za-z]+")
+# The reference forms the clinical rules accept as "this patient" (`Patient/<id>` or `…/Patient/<id>`),
+# with a FHIR id: anything else could not be matched to the patient later and is reported instead.
+_PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})$")
+# A Patient reference inside a line that is not JSON: enough to say whose data was lost.
+_LOOSE_REF = re.compile(rb'Patient/([A-Za-z0-9\-.]{1,64})"')
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    id: int
+    name: str  # relative to the export directory, "/"-separated
+    path: Path
+    type: str | None  # the name's prefix (`Observation*.ndjson[.gz]`), None when it has none
+    gz: bool
+    size: int
+
+
+def discover(export_dir: Path) -> tuple[list[ExportFile], list[str]]:
+    """The export's NDJSON files in name order, and the names of other files (ignored, listed)."""
+    files: list[ExportFile] = []
+    other: list[str] = []
+    for path in sorted(p for p in export_dir.rglob("*") if p.is_file()):
+        name = path.relative_to(export_dir).as_posix()
+        if not path.name.endswith(SUFFIXES):
+            other.append(name)
+            continue
+        m = _PREFIX.match(path.name)
+        files.append(
+            ExportFile(
+                len(files), name, path, m.group(0) if m else None, path.name.endswith(".gz"), path.stat().st_size
+            )
+        )
+    return files, other
+
+
+@dataclass(frozen=True)
+class Chunk:
+    file: ExportFile
+    index: int
+    start: int
+    end: int  # exclusive; the chunk owns every line that starts in [start, end)
+
+
+def chunks(f: ExportFile) -> list[Chunk]:
+    if f.gz or f.size <= CHUNK_BYTES:
+        return [Chunk(f, 0, 0, max(f.size, 1) if not f.gz else 1 << 62)]
+    return [Chunk(f, i, s, min(s + CHUNK_BYTES, f.size)) for i, s in enumerate(range(0, f.size, CHUNK_BYTES))]
+
+
+@dataclass
+class ChunkReport:
+    file: int
+    chunk: int
+    lines: int = 0
+    bytes: int = 0
+    types: Counter[str] = field(default_factory=Counter)
+    # (line within the chunk, kind, detail): made absolute once every chunk's line count is known.
+    problems: list[tuple[int, Kind, str]] = field(default_factory=list)
+    # Lines of a Condition file that are not JSON and name no patient: anyone's diabetes may be in them.
+    unattributed_condition_lines: int = 0
+    not_read: int = 0  # Observations of codes no rule reads (vital signs, other labs): not kept
+    error: str | None = None
+    cpu: float = 0.0
+
+
+def _lines(c: Chunk) -> Iterator[bytes]:
+    if c.file.gz:
+        with gzip.open(c.file.path, "rb") as g:
+            yield from g
+        return
+    with open(c.file.path, "rb") as f:
+        if c.start:
+            f.seek(c.start - 1)
+            if f.read(1) != b"\n":
+                f.readline()  # the line that started before this chunk belongs to the previous one
+        pos = f.tell()
+        while pos < c.end:
+            line = f.readline()
+            if not line:
+                return
+            pos += len(line)
+            yield line
+
+
+def patient_of(resource: dict[str, object]) -> str | None:
+    holder = resource.get("subject") or resource.get("patient")  # R4 subject, DSTU2 patient
+    ref = holder.get("reference") if isinstance(holder, dict) else None
+    m = _PATIENT_REF.search(ref) if isinstance(ref, str) else None
+    return m.group(1) if m else None
+
+
+def shard_of(patient: str, n_shards: int) -> int:
+    # crc32, not hash(): str hashes differ between processes (PYTHONHASHSEED).
+    return zlib.crc32(patient.encode()) % n_shards
+
+
+LOINC = "http://loinc.org"
+
+
+def read_codes(lab_codes: Iterable[str]) -> frozenset[str]:
+    """The LOINC codes of every Observation a rule reads (§5.1 labs, ECOG): the others are not kept."""
+    return frozenset(lab_codes) | {ECOG_LOINC}
+
+
+def _read_by_rules(res: dict[str, Any], codes: frozenset[str]) -> bool:
+    # The same selection as a hook's prefetch (searches by code): a rule never looks at any other
+    # Observation (labs._head and nrm.ecog take only LOINC codings of their own codes).
+    code = res.get("code")
+    coding = code.get("coding") if isinstance(code, dict) else None
+    if not isinstance(coding, list):
+        return False
+    for c in coding:
+        if isinstance(c, dict) and c.get("system") == LOINC:
+            k = c.get("code")
+            if isinstance(k, str) and k in codes:
+                return True
+    return False
+
+
+def read_chunk(c: Chunk, writer: PartWriter, n_shards: int, codes: frozenset[str]) -> ChunkReport:
+    rep = ChunkReport(c.file.id, c.index)
+    ftype = c.file.type
+    fid, ci = c.file.id, c.index
+    add = writer.add
+    # A patient's id, shard and reference repeat on every one of its lines: worked out once per chunk.
+    shards: dict[str, int] = {}
+    owners_of: dict[str, str | None] = {}
+    types: dict[str, int] = {}
+
+    def shard(pid: str) -> int:
+        s = shards.get(pid)
+        if s is None:
+            s = shards[pid] = shard_of(pid, n_shards)
+        return s
+
+    try:
+        for n, raw in enumerate(_lines(c), start=1):
+            rep.lines = n
+            rep.bytes += len(raw)
+            line = raw.strip()
+            if not line:
+                rep.problems.append((n, "blank-line", ""))
+                continue
+            try:
+                res = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                rep.problems.append((n, "malformed-json", ""))
+                owners = set(_LOOSE_REF.findall(line))
+                if len(owners) == 1:
+                    who = owners.pop().decode()
+                    add(shard(who), who, f"!{ftype or ''}", fid, ci, n, b"")
+                elif ftype == "Condition":
+                    rep.unattributed_condition_lines += 1
+                continue
+            rtype = res.get("resourceType") if isinstance(res, dict) else None
+            if not isinstance(rtype, str):
+                rep.problems.append((n, "not-a-resource", ""))
+                continue
+            types[rtype] = types.get(rtype, 0) + 1
+            if ftype is not None and rtype != ftype:
+                rep.problems.append((n, "type-mismatch", f"{rtype} in a file of {ftype} (used as {rtype})"))
+            if rtype == "Patient":
+                pid = res.get("id")
+                if isinstance(pid, str) and pid:
+                    add(shard(pid), pid, rtype, fid, ci, n, line)
+                else:
+                    rep.problems.append((n, "no-patient-reference", "a Patient without id"))
+            elif rtype == "Medication":
+                mid = res.get("id")
+                if isinstance(mid, str) and mid:
+                    writer.add_medication(mid, line)
+            elif rtype in PATIENT_TYPES:
+                holder = res.get("subject") or res.get("patient")
+                ref = holder.get("reference") if isinstance(holder, dict) else None
+                if isinstance(ref, str):
+                    if ref not in owners_of:
+                        owners_of[ref] = patient_of(res)
+                    pid = owners_of[ref]
+                else:
+                    pid = None
+                if rtype == "Observation" and not _read_by_rules(res, codes):
+                    rep.not_read += 1
+                    if pid is not None:  # kept as a place only: a missing patient is still reported
+                        add(shard(pid), pid, f"~{rtype}", fid, ci, n, b"")
+                elif pid is None:
+                    rep.problems.append((n, "no-patient-reference", f"{rtype} without a Patient/<id> subject"))
+                else:
+                    add(shard(pid), pid, rtype, fid, ci, n, line)
+    except (OSError, EOFError, zlib.error) as exc:
+        # A corrupt or truncated gzip stream: what was read stands, the rest of the file is reported.
+        rep.error = f"{type(exc).__name__}: {exc}"
+    rep.types.update(types)
+    writer.commit()
+    return rep
+
+
+def baseline_read_parse(files: list[ExportFile]) -> int:
+    """Only read and JSON-parse every line (bench/cohort_scale.py's yardstick); returns the line count."""
+    n = 0
+    for f in files:
+        opener = gzip.open if f.gz else open
+        with opener(f.path, "rb") as fh:
+            for line in fh:
+                n += 1
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    orjson.loads(line)
+    return n
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -1,0 +1,93 @@
+"""The on-disk grouping step: each reading process appends every line to its patient's shard file;
+each scoring task then reads one shard, sorts it by patient and hands the patients out one by one.
+
+Hash-partitioned spill files rather than SQLite or DuckDB, measured: reading 600,000 rows back out of
+SQLite (by index or clustered) cost 4–9 µs a row, more than parsing the line, while appending pickled
+batches and reading them back costs well under 1 µs; DuckDB would parse JSON in C++, but the rules need
+every resource as a Python dict anyway. Memory stays bounded: a reader buffers at most `FLUSH_BYTES`,
+and a scoring task holds one shard's raw lines (the shard count grows with the export, so a shard stays
+near `SHARD_BYTES`) plus the parsed resources of one patient at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Iterator
+from itertools import groupby
+from operator import itemgetter
+from pathlib import Path
+
+Row = tuple[str, str, int, int, int, bytes]  # patient, type, file, chunk, line, body
+
+FLUSH_BYTES = 16 * 1024 * 1024
+SHARD_BYTES = 16 * 1024 * 1024
+
+
+def shard_count(export_bytes: int, workers: int) -> int:
+    return max(8 * workers, 16, -(-export_bytes // SHARD_BYTES))
+
+
+class PartWriter:
+    """One reading process's spill files: batches of rows appended to `shard-<n>-<pid>.pkl`."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.dir = work_dir
+        self.tag = os.getpid()
+        self.rows: dict[int, list[Row]] = {}
+        self.meds: list[tuple[str, bytes]] = []
+        self.buffered = 0
+
+    def add(self, shard: int, patient: str, rtype: str, file: int, chunk: int, line: int, body: bytes) -> None:
+        self.rows.setdefault(shard, []).append((patient, rtype, file, chunk, line, body))
+        self.buffered += len(body) + 64
+        if self.buffered >= FLUSH_BYTES:
+            self.commit()
+
+    def add_medication(self, mid: str, body: bytes) -> None:
+        self.meds.append((mid, body))
+
+    def commit(self) -> None:
+        for shard, rows in self.rows.items():
+            with open(self.dir / f"shard-{shard:05d}-{self.tag}.pkl", "ab") as f:
+                pickle.dump(rows, f, protocol=pickle.HIGHEST_PROTOCOL)
+        if self.meds:
+            with open(self.dir / f"medications-{self.tag}.pkl", "ab") as f:
+                pickle.dump(self.meds, f, protocol=pickle.HIGHEST_PROTOCOL)
+        self.rows, self.meds, self.buffered = {}, [], 0
+
+
+def _batches(path: Path) -> Iterator[list[Row]]:
+    with open(path, "rb") as f:
+        while True:
+            try:
+                yield pickle.load(f)
+            except EOFError:
+                return
+
+
+def shard_patients(work_dir: Path, shard: int) -> Iterator[tuple[str, list[Row]]]:
+    """Each patient of the shard with all its rows, in patient order."""
+    rows: list[Row] = []
+    for path in sorted(work_dir.glob(f"shard-{shard:05d}-*.pkl")):
+        for batch in _batches(path):
+            rows += batch
+    rows.sort(key=itemgetter(0))
+    for pid, group in groupby(rows, key=itemgetter(0)):
+        yield pid, list(group)
+
+
+class Medications:
+    """Medication resources by id: a formulary shared by all patients, small next to the export."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.by_id: dict[str, list[bytes]] = {}
+        for path in sorted(work_dir.glob("medications-*.pkl")):
+            for batch in _batches(path):
+                for mid, body in batch:  # type: ignore[misc]
+                    self.by_id.setdefault(mid, []).append(body)
+        for mid in self.by_id:
+            self.by_id[mid] = sorted(set(self.by_id[mid]))
+
+    def get(self, mid: str) -> list[bytes]:
+        return self.by_id.get(mid, [])

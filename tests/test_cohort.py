@@ -1,0 +1,322 @@
+"""`hematotox-cds cohort` end to end (clinical-spec §10): the command, run on generated exports whose
+truth is planted (service/cohort/synthetic.py), must recover that truth exactly."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from service.cohort import export
+from service.cohort.analyze import COLUMNS, TRI_MEASURES
+from service.cohort.pseudonym import pseudonym
+from service.cohort.synthetic import AS_OF, write_export, write_truth
+from service.web.cli import main
+
+N, SEED = 40, 14
+
+
+def _run(export_dir: Path, out: Path, *extra: str) -> int:
+    return main(["cohort", str(export_dir), "--out", str(out), "--as-of", AS_OF.isoformat(), "--quiet", *extra])
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    where = tmp_path_factory.mktemp("cohort")
+    w = write_export(where / "export", N, SEED)
+    write_truth(where, w, SEED)
+    assert _run(where / "export", where / "out", "--registry", str(where / "registry.csv")) == 0
+    return where
+
+
+def test_courses_csv_is_the_planted_truth(demo: Path) -> None:
+    got = (demo / "out" / "courses.csv").read_text(encoding="utf-8")
+    want = (demo / "truth.csv").read_text(encoding="utf-8")
+    assert got.splitlines()[0] == ",".join(COLUMNS)
+    assert got == want
+
+
+def test_the_cohort_has_every_kind_of_course(demo: Path) -> None:
+    """The generator's coverage, so that the exact comparison above means something."""
+    rows = _rows(demo / "truth.csv")
+    assert {r["phenotype"] for r in rows} == {"quick", "intermittent", "aplastic", "unclassified", "undetermined"}
+    assert {r["ht_group"] for r in rows} == {"low", "high", "indeterminate"}
+    assert {r["ld_start_source"] for r in rows} == {"administration", "order", "assumed", "registry"}
+    assert any(r["severe_neutropenia_days_min"] != r["severe_neutropenia_days_max"] for r in rows)  # gaps
+    assert any(r["profound_neutropenia"] == "yes" for r in rows)  # censored "<0.1"
+    assert any(r["live"] == "yes" for r in rows)
+    assert any("later-courses" in r["flags"] for r in rows)
+    assert {r["diabetes"] for r in rows} == {"yes", "no"}
+    assert {r["ht_provisional_group"] for r in rows} == {"", "high"}
+
+
+def test_summary_counts_are_the_planted_ones(demo: Path) -> None:
+    s = json.loads((demo / "out" / "summary.json").read_text())
+    truth = json.loads((demo / "truth.json").read_text())
+    rows = _rows(demo / "truth.csv")
+    assert s["inputs"]["patients"] == truth["patients"]
+    assert s["inputs"]["patientsWithoutCourse"] == truth["patientsWithoutCourse"]
+    assert s["cohort"]["courses"] == truth["courses"]
+    assert {k: v for k, v in s["problems"]["counts"].items() if v} == {k: v for k, v in truth["problems"].items() if v}
+    assert s["inputs"]["resourcesOfMissingPatients"] == truth["problems"]["missing-patient"]
+    groups = Counter(r["ht_group"] for r in rows)
+    assert s["cohort"]["htGroups"] == {g: groups[g] for g in ("low", "high", "indeterminate")}
+    for row in s["table2"]["rows"]:
+        m = row["measure"]
+        for g in ("low", "high"):
+            answers = Counter(r[m] for r in rows if r["ht_group"] == g)
+            assert row[g]["yes"] == answers["yes"], (m, g)
+            assert row[g]["known"] == answers["yes"] + answers["no"], (m, g)
+            assert row[g]["unknown"] == answers["unknown"], (m, g)
+        if row["p"] is not None:
+            hy, hk, ly, lk = row["high"]["yes"], row["high"]["known"], row["low"]["yes"], row["low"]["known"]
+            assert row["p"] == pytest.approx(stats.fisher_exact([[hy, hk - hy], [ly, lk - ly]]).pvalue, abs=1e-6)
+    assert {row["measure"] for row in s["table2"]["rows"]} == set(TRI_MEASURES)
+    # Fig. 1D at HT >= 2: counted over courses with a known group and a known outcome.
+    known = [r for r in rows if r["ht_group"] != "indeterminate" and r["severe_neutropenia_14"] != "unknown"]
+    tp = sum(r["ht_group"] == "high" and r["severe_neutropenia_14"] == "yes" for r in known)
+    fn = sum(r["ht_group"] == "low" and r["severe_neutropenia_14"] == "yes" for r in known)
+    assert (s["fig1d"]["atHt2"]["tp"], s["fig1d"]["atHt2"]["fn"]) == (tp, fn)
+    # Fig. 1B: exact day counts only; the interval ones are counted apart.
+    exact = [r for r in rows if r["severe_neutropenia_days_min"] == r["severe_neutropenia_days_max"]]
+    assert s["fig1b"]["low"]["n"] + s["fig1b"]["high"]["n"] == sum(r["ht_group"] != "indeterminate" for r in exact)
+    assert s["rulesetVersion"].startswith("1.")
+    assert s["paper"]["fig1d"]["auc"] == 0.82
+
+
+def test_report_is_one_self_contained_page_of_aggregates(demo: Path) -> None:
+    page = (demo / "out" / "report.html").read_text(encoding="utf-8")
+    assert page.count("<svg") == 4  # Fig. 1A-D inlined
+    assert "http://" not in page.replace("http://www.w3.org/", "")  # nothing fetched, nothing linked
+    assert "https://" not in page and "<link" not in page and "<script" not in page
+    for r in _rows(demo / "truth.csv"):
+        assert r["patient"] not in page
+    assert "61.9%" in page and "AUC 0.82" in page  # the paper's figures beside the site's
+
+
+def test_problems_csv_names_file_and_line_without_ids(demo: Path) -> None:
+    problems = _rows(demo / "out" / "problems.csv")
+    assert len(problems) == sum(json.loads((demo / "truth.json").read_text())["problems"].values())
+    lines = {}
+    for f in (demo / "export").iterdir():
+        lines[f.name] = f.read_bytes().split(b"\n")
+    for p in problems:
+        assert p["file"] in lines and int(p["line"]) >= 1
+        text = lines[p["file"]][int(p["line"]) - 1]
+        if p["kind"] == "malformed-json":
+            with pytest.raises(json.JSONDecodeError):
+                json.loads(text)
+        if p["kind"] == "missing-patient":
+            assert b"ghost-1" in text
+        assert "pt-" not in p["detail"] and "ghost" not in p["detail"]
+
+
+def test_line_and_file_order_and_gzip_do_not_change_the_answer(demo: Path, tmp_path: Path) -> None:
+    w = write_export(tmp_path / "export", N, SEED, gz=True, observation_files=5, shuffle_seed=99)
+    assert all(f.name.endswith(".ndjson.gz") for f in (tmp_path / "export").iterdir())
+    assert _run(tmp_path / "export", tmp_path / "out", "--registry", str(demo / "registry.csv")) == 0
+    assert (tmp_path / "out" / "courses.csv").read_bytes() == (demo / "out" / "courses.csv").read_bytes()
+    a = json.loads((tmp_path / "out" / "summary.json").read_text())
+    b = json.loads((demo / "out" / "summary.json").read_text())
+    for s in (a, b):  # the places of problems (file names, lines) move with the files; their counts do not
+        del s["problems"]["examples"], s["inputs"]["files"], s["inputs"]["bytes"]
+    assert a == b
+    assert len(w.planted) == N
+
+
+def test_chunked_reading_gives_the_same_answer_and_lines(demo: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(export, "CHUNK_BYTES", 64 * 1024)  # each Observation file in many chunks
+    assert _run(demo / "export", tmp_path / "out", "--registry", str(demo / "registry.csv")) == 0
+    for name in ("courses.csv", "problems.csv", "summary.json"):
+        assert (tmp_path / "out" / name).read_bytes() == (demo / "out" / name).read_bytes(), name
+
+
+def test_pseudonymize_replaces_every_patient_id(demo: Path, tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_bytes(b"0123456789abcdef-site-secret\n")
+    assert (
+        _run(demo / "export", tmp_path / "out", "--registry", str(demo / "registry.csv"), "--pseudonymize", str(key))
+        == 0
+    )
+    truth = _rows(demo / "truth.csv")
+    got = _rows(tmp_path / "out" / "courses.csv")
+    want = {pseudonym(b"0123456789abcdef-site-secret", r["patient"]): r for r in truth}
+    assert {r["patient"] for r in got} == set(want)
+    for r in got:
+        assert {k: v for k, v in r.items() if k != "patient"} == {
+            k: v for k, v in want[r["patient"]].items() if k != "patient"
+        }
+    for f in (tmp_path / "out").iterdir():
+        text = f.read_text(encoding="utf-8")
+        assert not any(r["patient"] in text for r in truth), f.name
+
+
+def test_short_key_is_refused(demo: Path, tmp_path: Path, capsys) -> None:
+    key = tmp_path / "key"
+    key.write_bytes(b"short")
+    assert _run(demo / "export", tmp_path / "out", "--pseudonymize", str(key)) == 2
+    assert "at least 16 are needed" in capsys.readouterr().err
+
+
+def test_without_the_registry_its_patients_have_no_course(demo: Path, tmp_path: Path) -> None:
+    assert _run(demo / "export", tmp_path / "out") == 0
+    registry = {r["patient"] for r in _rows(demo / "registry.csv")}
+    got = {r["patient"] for r in _rows(tmp_path / "out" / "courses.csv")}
+    assert registry and not registry & got
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["inputs"]["patientsWithoutCourse"] == 2 + len(registry)
+
+
+def test_registry_override_and_its_bad_rows(demo: Path, tmp_path: Path) -> None:
+    truth = {r["patient"]: r for r in _rows(demo / "truth.csv")}
+    pid = next(p for p, r in truth.items() if r["ld_start_source"] == "administration" and r["courses"] == "1")
+    reg = tmp_path / "registry.csv"
+    reg.write_text(
+        "patient,infusion_date,ld_start\n"
+        f"{pid},{truth[pid]['day0']},{truth[pid]['day0'][:8]}01\n"  # a registry LD start replaces the export's
+        "nobody-here,2024-01-01\n"
+        f"{pid},not-a-date\n"
+        "too,many,cells,here\n",
+        encoding="utf-8",
+    )
+    assert _run(demo / "export", tmp_path / "out", "--registry", str(reg)) == 0
+    row = next(r for r in _rows(tmp_path / "out" / "courses.csv") if r["patient"] == pid)
+    assert (row["ld_start_source"], row["ld_start"]) == ("registry", f"{truth[pid]['day0'][:8]}01")
+    assert row["day0"] == truth[pid]["day0"] and "registry" in row["flags"].split("|")
+    problems = _rows(tmp_path / "out" / "problems.csv")
+    assert [(p["line"], p["kind"]) for p in problems if p["file"] == "registry.csv"] == [
+        ("3", "registry-patient-missing"),
+        ("4", "registry-row"),
+        ("5", "registry-row"),
+    ]
+
+
+def test_an_unreadable_condition_line_makes_diabetes_unknown(demo: Path, tmp_path: Path) -> None:
+    exp = tmp_path / "export"
+    exp.mkdir()
+    for f in (demo / "export").iterdir():
+        (exp / f.name).write_bytes(f.read_bytes())
+    with (exp / "Condition.ndjson").open("ab") as f:
+        f.write(b'{"resourceType":"Condition","code":{"coding":[{"system":"http://snomed.info/sct","co\n')
+    assert _run(exp, tmp_path / "out", "--registry", str(demo / "registry.csv")) == 0
+    for r in _rows(tmp_path / "out" / "courses.csv"):
+        if r["diabetes"] != "yes":
+            assert r["diabetes"] == "unknown" and "condition-unreadable" in r["flags"]
+
+
+def test_nothing_usable_exits_non_zero(tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _run(empty, tmp_path / "out1") == 1
+    assert "nothing was read" in capsys.readouterr().err
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    with gzip.open(junk / "Observation.ndjson.gz", "wb") as f:
+        f.write(b"not json\n{}\n")
+    (junk / "Patient.ndjson").write_bytes(b'{"resourceType":"Observation","subject":{"reference":"Patient/x"}}\n')
+    assert _run(junk, tmp_path / "out2") == 1
+    s = json.loads((tmp_path / "out2" / "summary.json").read_text())
+    assert s["problems"]["counts"]["malformed-json"] == 1 and s["problems"]["counts"]["missing-patient"] == 1
+    assert s["problems"]["counts"]["type-mismatch"] == 1 and s["problems"]["counts"]["not-a-resource"] == 1
+
+
+def test_help_explains_inputs_and_phi(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["cohort", "--help"])
+    text = capsys.readouterr().out
+    assert "PHI" in text and "--pseudonymize" in text and "--registry" in text and ".ndjson.gz" in text
+
+
+def test_the_shipped_demo_is_what_the_generator_writes(tmp_path: Path) -> None:
+    """examples/cohort-demo/ (README's command) is the seeded generator's output, byte for byte."""
+    shipped = Path(__file__).resolve().parent.parent / "examples" / "cohort-demo"
+    w = write_export(tmp_path / "export", N, SEED, gz=True)
+    write_truth(tmp_path, w, SEED)
+    names = sorted(p.relative_to(shipped).as_posix() for p in shipped.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    for name in names:
+        assert (shipped / name).read_bytes() == (tmp_path / name).read_bytes(), name
+
+
+def test_an_infusion_without_a_date_is_reported_at_its_line(demo: Path, tmp_path: Path) -> None:
+    exp = tmp_path / "export"
+    shutil.copytree(demo / "export", exp)
+    pid = _rows(demo / "truth.csv")[0]["patient"]
+    undated = {
+        "resourceType": "MedicationAdministration",
+        "id": "undated-cart",
+        "status": "completed",
+        "medicationCodeableConcept": {"text": "Abecma (idecabtagene vicleucel)"},
+        "subject": {"reference": f"Patient/{pid}"},
+        "effectiveDateTime": "sometime in May",
+    }
+    path = exp / "MedicationAdministration.ndjson"
+    n = len(path.read_bytes().splitlines())
+    with path.open("ab") as f:
+        f.write(json.dumps(undated).encode() + b"\n")
+    assert _run(exp, tmp_path / "out", "--registry", str(demo / "registry.csv")) == 0
+    problems = [p for p in _rows(tmp_path / "out" / "problems.csv") if p["kind"] == "infusion-without-date"]
+    assert [(p["file"], p["line"]) for p in problems] == [("MedicationAdministration.ndjson", str(n + 1))]
+    row = next(r for r in _rows(tmp_path / "out" / "courses.csv") if r["patient"] == pid)
+    assert "infusion-without-date" in row["flags"].split("|")
+    assert row["day0"] == _rows(demo / "truth.csv")[0]["day0"]  # the dated infusion still makes day 0
+
+
+HOSTILE = [
+    b"42",
+    b'"just a string"',
+    b"null",
+    b'{"resourceType": 5}',
+    b'{"resourceType": "Observation", "subject": "Patient/pt-14-00000"}',
+    b'{"resourceType": "Observation", "subject": {"reference": ["Patient/pt-14-00000"]}}',
+    b'{"resourceType": "Observation", "subject": {"reference": "Patient/../../etc/passwd"}}',
+    b'{"resourceType": "Observation", "subject": {"reference": "Patient/pt-14-00000"}, "code": []}',
+    b'{"resourceType": "Observation", "subject": {"reference": "Patient/pt-14-00000"},'
+    b' "code": {"coding": [{"system": "http://loinc.org", "code": "751-8"}]}, "status": "final",'
+    b' "effectiveDateTime": {"a": 1}, "valueQuantity": {"value": "NaN", "unit": ["x"]}}',
+    b'{"resourceType": "Observation", "subject": {"reference": "Patient/pt-14-00000"},'
+    b' "code": {"coding": [{"system": "http://loinc.org", "code": "751-8"}]}, "status": "final",'
+    b' "effectiveDateTime": "2023-01-12T07:00:00+00:00", "valueQuantity": {"value": 1e999, "code": {}}}',
+    b'{"resourceType": "MedicationAdministration", "subject": {"reference": "Patient/pt-14-00000"},'
+    b' "medicationReference": {"reference": "Medication/nope"}, "effectivePeriod": "yesterday"}',
+    b'{"resourceType": "Condition", "subject": {"reference": "Patient/pt-14-00000"}, "code": "diabetes"}',
+    b'{"resourceType": "Patient", "id": {"x": 1}}',
+    b'{"resourceType": "Patient"}',
+    b'{"resourceType": "Medication", "id": 7}',
+    '{"resourceType": "Observation", "id": "\u00e9\u00e8", "subject": {"reference": "Patient/\u2603"}}'.encode(),
+]
+
+
+def test_hostile_lines_and_a_corrupt_gzip_never_crash_the_command(demo: Path, tmp_path: Path) -> None:
+    exp = tmp_path / "export"
+    shutil.copytree(demo / "export", exp)
+    with (exp / "Observation.000.ndjson").open("ab") as f:
+        f.write(b"\n".join(HOSTILE) + b"\n")
+    good = gzip.compress(b'{"resourceType":"Patient","id":"late-1"}\n' * 50)
+    (exp / "Patient.extra.ndjson.gz").write_bytes(good[: len(good) // 2])  # cut short
+    (exp / "1.Observation.ndjson").write_bytes(b"")
+    (exp / "manifest.json").write_text("{}")
+    assert _run(exp, tmp_path / "out", "--registry", str(demo / "registry.csv")) == 0
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    counts = s["problems"]["counts"]
+    assert counts["unreadable-file"] == 1 and counts["unknown-file-type"] == 1
+    assert counts["not-a-resource"] >= 4 and counts["no-patient-reference"] >= 2
+    assert s["inputs"]["observationsOfCodesNoRuleReads"] >= 4  # no code a rule reads: counted, not kept
+    assert s["inputs"]["otherFilesIgnored"] == ["manifest.json"]
+    # The planted courses still come out as planted (the hostile lines add nothing usable to them),
+    # apart from pt-14-00000's diabetes-free Condition and undated infusion, which only flag.
+    got = {r["patient"]: r for r in _rows(tmp_path / "out" / "courses.csv")}
+    for want in _rows(demo / "truth.csv"):
+        if want["patient"] != "pt-14-00000":
+            assert got[want["patient"]] == want
