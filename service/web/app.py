@@ -160,7 +160,7 @@ def serve_plain(app: FastAPI, path: str, endpoint: Callable[..., Awaitable[Respo
     The route stays a FastAPI route, so it is matched and documented (OpenAPI) as before; only what
     runs for a request changes: `endpoint(request=..., **path parameters as strings)`. The hook
     endpoint takes the bare Request (it reads its body as bytes itself) and a string, so FastAPI's
-    dependency and validation layer had nothing to do, and still cost ~70 µs of CPU a request
+    dependency and validation layer had nothing to do, and still cost ~55 µs of CPU a request
     (bench/hook_cpu.py). Exceptions reach the same handlers (Starlette's wrapper uses the app's)."""
 
     async def plain(request: Request) -> Response:
