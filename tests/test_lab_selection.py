@@ -594,3 +594,90 @@ def test_an_id_that_is_no_fhir_id_stays_out_of_the_card_text(client: TestClient)
     assert component(ht, "anc")["untrusted"] == "Observation/x|**y**"
     row = status_cell(text, "ANC")
     assert "**y**" not in text and "repeat 2024-03-10 08:00" in row
+
+
+# ---------------------------------------------------------------- censored parts of a derived ANC (review finding 1)
+
+_OLDER_PAIR = [
+    obs("wbc-old", "6690-2", 4.0, "10*9/L", FIFTY_H, patient=P),
+    obs("pct-old", "770-8", 60, "%", FIFTY_H, patient=P),
+]
+
+
+@pytest.mark.parametrize(
+    ("newest", "older", "shown", "points"),
+    [
+        # segs "<0.1" beside older segs 3.0: "<0.1", never the older 3.0
+        (
+            [obs("segs", "30451-9", 0.1, "10*9/L", TWO_H, comparator="<", patient=P)],
+            [obs("segs-old", "30451-9", 3.0, "10*9/L", FIFTY_H, patient=P)],
+            ("<", 0.1),
+            [1, 1],
+        ),
+        # WBC 2.0 x "<5 %" -> "<0.1"
+        (
+            [
+                obs("wbc", "6690-2", 2.0, "10*9/L", TWO_H, patient=P),
+                obs("pct", "770-8", 5, "%", TWO_H, comparator="<", patient=P),
+            ],
+            _OLDER_PAIR,
+            ("<", 0.1),
+            [1, 1],
+        ),
+        # WBC 2.0 x (segs 40 % + bands "<1 %") -> "<0.82"
+        (
+            [
+                obs("wbc", "6690-2", 2.0, "10*9/L", TWO_H, patient=P),
+                obs("seg", "769-0", 40, "%", TWO_H, patient=P),
+                obs("band", "764-1", 1, "%", TWO_H, comparator="<", patient=P),
+            ],
+            _OLDER_PAIR,
+            ("<", 0.82),
+            [1, 1],
+        ),
+        # WBC "<=2.0" x "<=50 %" -> "<=1.0"
+        (
+            [
+                obs("wbc", "6690-2", 2.0, "10*9/L", TWO_H, comparator="<=", patient=P),
+                obs("pct", "770-8", 50, "%", TWO_H, comparator="<=", patient=P),
+            ],
+            _OLDER_PAIR,
+            ("<=", 1.0),
+            [1, 1],
+        ),
+        # WBC ">3.0" x ">50 %" -> ">1.5": 0 points, sound
+        (
+            [
+                obs("wbc", "6690-2", 3.0, "10*9/L", TWO_H, comparator=">", patient=P),
+                obs("pct", "770-8", 50, "%", TWO_H, comparator=">", patient=P),
+            ],
+            _OLDER_PAIR,
+            (">", 1.5),
+            [0, 0],
+        ),
+        # mixed directions: WBC ">2.0" x "<5 %" says nothing -> untrusted, blocks the older 2.4
+        (
+            [
+                obs("wbc", "6690-2", 2.0, "10*9/L", TWO_H, comparator=">", patient=P),
+                obs("pct", "770-8", 5, "%", TWO_H, comparator="<", patient=P),
+            ],
+            _OLDER_PAIR,
+            None,
+            [0, 1],
+        ),
+    ],
+    ids=["segs-censored", "pct-censored", "band-pct-censored", "both-upper", "both-lower", "mixed"],
+)
+def test_a_censored_part_of_a_derived_anc_is_never_dropped(
+    client: TestClient, newest: list[Json], older: list[Json], shown: tuple[str, float] | None, points: list[int]
+) -> None:
+    def check(ht: Json, text: str) -> None:
+        anc = component(ht, "anc")
+        assert [anc["points"]["min"], anc["points"]["max"]] == points
+        if shown is None:
+            assert anc["status"] == "implausible" and "value" not in anc and anc["untrusted"]
+        else:
+            assert (anc["comparator"], anc["value"]) == shown
+        assert "old" not in anc.get("observation", "")
+
+    every_order(client, [*defaults("anc"), *older], newest, check)

@@ -357,41 +357,76 @@ def _untrusted_part(parts: Iterable[LabResult]) -> LabResult | None:
     return min(bad, key=_identity) if bad else None
 
 
-def _sum(parts: list[LabResult], analyte: str, tier: int, at: LabResult) -> LabResult | None:
-    """Sum absolute counts or percentages of one specimen, timed as ``at`` (the specimen's earliest
-    part); censored parts are not summed. An untrusted part makes an untrusted sum (spec §1.5 rule 3
-    step 2): it is still a result of the analyte, one that says "missing", never "skip me"."""
-    refs = tuple(p.observation for p in parts if p.observation)
-    if (bad := _untrusted_part(parts)) is not None:
-        return LabResult(
-            analyte,
-            tier,
-            None,
-            None,
-            at.effective,
-            any(p.date_only for p in parts),
-            any(p.timing_imprecise for p in parts),
-            bad.observation,
-            bad.problem,
-            parts[0].specimen,
-            derived_from=refs,
-        )
-    if any(p.comparator for p in parts):
+# Censored parts of a derived ANC (spec §1.6) by interval arithmetic over non-negative values: an
+# exact v is [v, v], "<v" is [0, v), "<=v" [0, v], ">v" (v, inf), ">=v" [v, inf). A result keeps a
+# comparator only where the interval of the result is bounded on one side by the combined bounds:
+#
+#   sum (segs + bands, seg % + band %)  exact + exact       -> exact a+b
+#                                       exact + "<b" / "<b" + "<c"  -> "<" (a+b); "<=" when no part is strict
+#                                       exact + ">b" / ">b" + ">c"  -> ">" (a+b); ">=" when no part is strict
+#                                       "<b" + ">c" (mixed)  -> untrusted ("comparator"): no sound bound
+#   product (WBC x % / 100)             exact x exact        -> exact
+#                                       exact 0 x anything   -> exact 0
+#                                       exact x "<p", "<w" x exact, "<w" x "<p" -> "<" (w*p/100), "<=" if none strict
+#                                       exact x ">p", ">w" x exact, ">w" x ">p" -> ">" (w*p/100), ">=" if none strict
+#                                       "<w" x ">p" (mixed)  -> untrusted ("comparator"): [0, inf) says nothing
+#
+# The untrusted candidate is never skipped: it blocks older values (§1.5 rule 3 step 2) and leaves a
+# course day unknown, where dropping it let an older or a neighbouring value give a favourable answer.
+_UP = frozenset({"<", "<="})
+_DOWN = frozenset({">", ">="})
+
+
+def _combined_comparator(parts: Iterable[LabResult]) -> str | None:
+    """The comparator of a sum or product of non-negative parts (table above)."""
+    cs = {p.comparator for p in parts if p.comparator}
+    if not cs:
         return None
-    total = sum((_value(p) for p in parts), Decimal(0))
+    if cs <= _UP:
+        return "<" if "<" in cs else "<="
+    if cs <= _DOWN:
+        return ">" if ">" in cs else ">="
+    return "mixed"
+
+
+def _derived(
+    analyte: str,
+    tier: int,
+    parts: list[LabResult],
+    refs: tuple[str, ...],
+    at: LabResult,
+    value: Decimal | None,
+    comparator: str | None,
+    shown: LabResult,
+    problem: Problem | None,
+) -> LabResult:
     return LabResult(
         analyte,
         tier,
-        total,
-        None,
+        value,
+        comparator,
         at.effective,
         any(p.date_only for p in parts),
         any(p.timing_imprecise for p in parts),
-        parts[0].observation,
-        _guard(analyte, total),
+        shown.observation,
+        problem,
         parts[0].specimen,
         derived_from=refs,
     )
+
+
+def _sum(parts: list[LabResult], analyte: str, tier: int, at: LabResult) -> LabResult:
+    """Sum absolute counts or percentages of one specimen, timed as ``at`` (the specimen's earliest
+    part); censored parts by the table above. An untrusted part makes an untrusted sum (spec §1.5 rule 3
+    step 2): it is still a result of the analyte, one that says "missing", never "skip me"."""
+    refs = tuple(p.observation for p in parts if p.observation)
+    if (bad := _untrusted_part(parts)) is not None:
+        return _derived(analyte, tier, parts, refs, at, None, None, bad, bad.problem)
+    comparator = _combined_comparator(parts)
+    if comparator == "mixed":
+        return _derived(analyte, tier, parts, refs, at, None, None, parts[0], "comparator")
+    total = sum((_value(p) for p in parts), Decimal(0))
+    return _derived(analyte, tier, parts, refs, at, total, comparator, parts[0], _guard(analyte, total))
 
 
 def _guard(analyte: str, value: Decimal) -> Problem | None:
@@ -406,41 +441,22 @@ def _with_bands(seg: LabResult, bands: list[LabResult], analyte: str, tier: int)
     selection scores the worst of them (spec §1.5 rule 3 step 4) whatever their order."""
     at = _earliest([seg, *bands])
     combos = [[seg, b] for b in bands] if bands else [[seg]]
-    return [s for parts in combos if (s := _sum(parts, analyte, tier, at)) is not None]
+    return [_sum(parts, analyte, tier, at) for parts in combos]
 
 
 def _times(wbc: LabResult, pct: LabResult, at: LabResult) -> LabResult:
-    """ANC = WBC × neutrophil % / 100 of one specimen, timed as ``at``; untrusted if a part is."""
+    """ANC = WBC × neutrophil % / 100 of one specimen, timed as ``at``; untrusted if a part is, censored
+    parts by the table above."""
     refs = tuple(dict.fromkeys(x for x in (wbc.observation, *pct.derived_from, pct.observation) if x))
-    date_only, imprecise = wbc.date_only or pct.date_only, wbc.timing_imprecise or pct.timing_imprecise
-    if (bad := _untrusted_part((wbc, pct))) is not None:
-        return LabResult(
-            "anc",
-            2,
-            None,
-            None,
-            at.effective,
-            date_only,
-            imprecise,
-            bad.observation,
-            bad.problem,
-            wbc.specimen,
-            derived_from=refs,
-        )
+    parts = [wbc, pct]
+    if (bad := _untrusted_part(parts)) is not None:
+        return _derived("anc", 2, parts, refs, at, None, None, bad, bad.problem)
+    zero = next((p for p in parts if p.comparator is None and _value(p) == 0), None)
+    comparator = None if zero is not None else _combined_comparator(parts)
+    if comparator == "mixed":
+        return _derived("anc", 2, parts, refs, at, None, None, wbc, "comparator")
     anc = _value(wbc) * _value(pct) / 100
-    return LabResult(
-        "anc",
-        2,
-        anc,
-        wbc.comparator,
-        at.effective,
-        date_only,
-        imprecise,
-        wbc.observation,
-        _guard("anc", anc),
-        wbc.specimen,
-        derived_from=refs,
-    )
+    return _derived("anc", 2, parts, refs, at, anc, comparator, wbc, _guard("anc", anc))
 
 
 def derive_anc(results: list[LabResult]) -> list[LabResult]:
@@ -470,8 +486,6 @@ def derive_anc(results: list[LabResult]) -> list[LabResult]:
     for seg in by["seg_pct"]:
         pcts += _with_bands(seg, band_pct.of(seg), "neut_pct", 0)
     for pct in pcts:
-        if pct.problem is None and pct.comparator:
-            continue  # a censored percentage gives no number to multiply
         wbcs = wbc_of.of(pct)
         if wbcs:
             at = _earliest([pct, *wbcs])
