@@ -672,3 +672,21 @@ def test_a_censored_derived_anc_day_keeps_its_interval_and_a_mixed_one_is_unknow
     assert r.measures.profound_neutropenia == "yes"
     assert r.measures.severe_neutropenia_early == "yes"
     assert r.measures.severe_neutropenia_days.as_json() == {"min": 1, "max": 2}
+
+
+@pytest.mark.parametrize("when", ["20240309080000", "2024-03-09T08:00:00 CET", "09/03/2024"])
+def test_an_unreadable_collection_time_falls_back_to_issued(when: str) -> None:
+    """Review finding 4: the result is placed by `issued` (flagged), not dropped and gap-filled."""
+    o = anc(3, 0.3)
+    o["effectiveDateTime"] = when
+    o["issued"] = at(3, 14)
+    r = run([anc(2, 2.0), o, anc(4, 2.0)], today_day=5)
+    assert r.grids["anc"].states[3][1] == 1
+    assert "timing-imprecise" in r.flags
+
+
+def test_a_value_without_any_readable_time_is_flagged() -> None:
+    o = anc(3, 0.3)
+    o["effectiveDateTime"] = "09/03/2024"
+    r = run([anc(2, 2.0), o, anc(4, 2.0)], today_day=5)
+    assert "untimed:anc" in r.flags

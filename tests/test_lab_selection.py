@@ -681,3 +681,33 @@ def test_a_censored_part_of_a_derived_anc_is_never_dropped(
         assert "old" not in anc.get("observation", "")
 
     every_order(client, [*defaults("anc"), *older], newest, check)
+
+
+# ---------------------------------------------------------------- unreadable collection times (review finding 4)
+
+
+@pytest.mark.parametrize("when", ["20240309080000", "2024-03-09T08:00:00 CET", "09/03/2024"])
+def test_an_unreadable_collection_time_falls_back_to_issued(client: TestClient, when: str) -> None:
+    """PLT 40 with an unreadable effectiveDateTime and issued T0 − 22 h: it is the newest, 2 points."""
+    plt = obs("plt-40", "777-3", 40, "10*9/L", when, patient=P)
+    plt["issued"] = "2024-03-09T12:00:00Z"
+
+    def check(ht: Json, _: str) -> None:
+        c = component(ht, "platelets")
+        assert (c["value"], c["points"]) == (40, {"min": 2, "max": 2})
+        assert "timing-imprecise:platelets" in ht["flags"]
+
+    every_order(client, defaults("plt"), [plt, obs("plt-250", "777-3", 250, "10*9/L", FIFTY_H, patient=P)], check)
+
+
+def test_a_value_without_any_readable_time_blocks_and_is_named(client: TestClient) -> None:
+    plt = obs("plt-40", "777-3", 40, "10*9/L", "09/03/2024", patient=P)
+
+    def check(ht: Json, text: str) -> None:
+        c = component(ht, "platelets")
+        assert c["status"] == "untimed" and c["untrusted"] == "Observation/plt-40"
+        assert c["points"] == {"min": 0, "max": 2} and ht["confirmed"]["group"] != "low"
+        assert "collection time) skipped: platelets" in text
+        assert "correct Observation/plt-40" in status_cell(text, "PLT")
+
+    every_order(client, defaults("plt"), [plt, obs("plt-250", "777-3", 250, "10*9/L", FIFTY_H, patient=P)], check)

@@ -24,11 +24,17 @@ _NOTHING: frozenset[str] = frozenset()
 
 Problem = Literal["implausible", "unit", "status", "absent", "no-value", "no-time", "comparator"]
 TimeClass = Literal["current", "stale", "old", "after"]
-Status = Literal["current", "stale", "missing", "censored", "implausible"]
+Status = Literal["current", "stale", "missing", "censored", "implausible", "untimed"]
 # A result with a number we cannot trust (spec §1.5 rule 3 step 2): implausible (§6.2), a rejected or
 # unknown unit (§6.1, §6.3; molar CRP/ferritin without a configured factor), or a comparator that is
 # no FHIR comparator. Unlike a result without a number, it makes the analyte missing.
 UNTRUSTED: frozenset[Problem] = frozenset({"implausible", "unit", "comparator"})
+# A value with neither a readable effective[x] nor a readable ``issued`` ("no-time") cannot be placed
+# before or after T0, nor in either window: it may be the patient's newest value and the one that
+# scores, so it makes its analyte (an ANC part: the ANC) missing in both windows [our safe reading of
+# §1.5 step 2], is counted among the results not usable and is named (status "untimed") so that the
+# record can be corrected. No repeat can clear it (nothing is newer than an unknown time): that is
+# the price of never scoring around a value we cannot place.
 
 
 @dataclass(frozen=True)
@@ -152,19 +158,30 @@ def _subject_ok(obs: dict[str, Any], patient_id: str) -> bool:
 
 
 def _effective(obs: dict[str, Any], tz: tzinfo) -> tuple[datetime, bool, bool] | None:
-    """(when, date_only, imprecise) of specimen collection; `issued` only as a last resort."""
+    """(when, date_only, imprecise) of specimen collection, else of ``issued`` (imprecise): also when
+    effective[x] is there but unreadable ("20240309080000", "09/03/2024"), so that a result is not lost
+    for a local timestamp format (review finding 4). None when neither can be read."""
     raw = obs.get("effectiveDateTime") or obs.get("effectiveInstant")
     period = obs.get("effectivePeriod")
     if raw is None and isinstance(period, dict):
         raw = period.get("start") or period.get("end")
-    imprecise = False
-    if raw is None:
-        raw, imprecise = obs.get("issued"), True
     parsed = parse_fhir_datetime(raw, tz) if raw is not None else None
+    imprecise = False
+    if parsed is None:
+        parsed, imprecise = parse_fhir_datetime(obs.get("issued"), tz), True
     if parsed is None:
         return None
     when, date_only = parsed
     return when, date_only, imprecise or date_only
+
+
+def by_issued(obs: dict[str, Any], tz: tzinfo) -> bool:
+    """Placed by ``issued``: effective[x] absent or unreadable (the course flags it timing-imprecise)."""
+    raw = obs.get("effectiveDateTime") or obs.get("effectiveInstant")
+    period = obs.get("effectivePeriod")
+    if raw is None and isinstance(period, dict):
+        raw = period.get("start") or period.get("end")
+    return raw is None or parse_fhir_datetime(raw, tz) is None
 
 
 def parse_observation(obs: dict[str, Any], patient_id: str, vs: ValueSets, rules: LabRules) -> LabResult | None:
@@ -216,8 +233,6 @@ def _body(obs: dict[str, Any], lab: LabCode, eff: Effective | None, rules: LabRu
         problem: Problem | None = "status"
     elif obs.get("dataAbsentReason") is not None:
         problem = "absent"
-    elif eff is None:
-        problem = "no-time"
     else:
         problem = None
     q = obs.get("valueQuantity")
@@ -225,6 +240,9 @@ def _body(obs: dict[str, Any], lab: LabCode, eff: Effective | None, rules: LabRu
         raw_value = _decimal(q.get("value")) if isinstance(q, dict) else None
         if raw_value is None:
             problem = "no-value"
+        elif eff is None:
+            # A value without any readable time (neither effective[x] nor issued): see UNTIMED.
+            problem = "no-time"
     if problem is not None:
         return LabResult(analyte, lab.tier, None, None, when, date_only, imprecise, ref, problem, specimen)
     assert isinstance(q, dict) and raw_value is not None  # for mypy: no problem means both were read
@@ -657,15 +675,19 @@ def assess_all(
     parts: list[LabResult] = []
     current: dict[str, list[LabResult]] = {}
     stale: dict[str, list[_Pending]] = {}
+    untimed: dict[str, list[LabResult]] = {}
     for obs in observations:
         head = _head(obs, patient_id, vs, rules)
         if head is None:
             continue
         lab, eff = head
+        if eff is None:
+            r = _body(obs, lab, eff, rules)
+            if r.problem == "no-time":
+                untimed.setdefault("anc" if lab.analyte in _ANC_PARTS else lab.analyte, []).append(r)
+            continue
         if lab.analyte in _ANC_PARTS:
             parts.append(_body(obs, lab, eff, rules))
-            continue
-        if eff is None:
             continue
         tc = clock.classify(eff[0], eff[1])
         if tc == "current":
@@ -679,7 +701,7 @@ def assess_all(
             current.setdefault(r.analyte, []).append(r)
         elif tc == "stale":
             stale.setdefault(r.analyte, []).append(((r.tier, -when.timestamp()), None, None, r))
-    return {a: _assess(a, current.get(a, []), stale.get(a, []), rules) for a in analytes}
+    return {a: _assess(a, current.get(a, []), stale.get(a, []), rules, untimed.get(a, [])) for a in analytes}
 
 
 def _read_stale(stale: list[_Pending], rules: LabRules) -> list[LabResult]:
@@ -708,11 +730,18 @@ def _read(obs: dict[str, Any] | None, lab: LabCode | None, item: Effective | Lab
     return _body(obs, lab, item, rules)
 
 
-def _assess(analyte: str, current: list[LabResult], stale: list[_Pending], rules: LabRules) -> Component:
+def _assess(
+    analyte: str, current: list[LabResult], stale: list[_Pending], rules: LabRules, untimed: list[LabResult]
+) -> Component:
     """One analyte's component from its in-window results and its stale ones (not yet read): the
     current window's choice, else the stale window's on its own (provisional only), else missing.
-    An untrusted result that made a window's analyte missing is named (``untrusted``)."""
+    An untrusted result that made a window's analyte missing is named (``untrusted``); a value without
+    a readable time makes it missing in both windows (UNTIMED)."""
     rejected = sum(1 for r in current if r.problem is not None)
+    if untimed:
+        missing = points(analyte, None) if analyte in MAX_POINTS else None
+        blocker = min(untimed, key=_identity)
+        return Component(analyte, "untimed", None, missing, missing, rejected + len(untimed), blocker)
     cur = _choose(analyte, current, rules)
     if cur.used is not None:
         return Component(
