@@ -711,3 +711,49 @@ def test_a_value_without_any_readable_time_blocks_and_is_named(client: TestClien
         assert "correct Observation/plt-40" in status_cell(text, "PLT")
 
     every_order(client, defaults("plt"), [plt, obs("plt-250", "777-3", 250, "10*9/L", FIFTY_H, patient=P)], check)
+
+
+# ---------------------------------------------------------------- date-only results (review finding 6)
+
+
+def test_a_date_only_result_ties_with_the_newest_timed_result_of_its_day(client: TestClient) -> None:
+    """PLT 60 dated 2024-03-09 and PLT 200 at 2024-03-09 04:00: either may be the newer, [2, 2]."""
+
+    def check(ht: Json, _: str) -> None:
+        plt = component(ht, "platelets")
+        assert plt["points"] == {"min": 2, "max": 2} and plt["observation"] == "Observation/plt-60"
+        assert plt["tiedWith"] == ["Observation/plt-200"]
+
+    varying = [
+        obs("plt-60", "777-3", 60, "10*9/L", "2024-03-09", patient=P),
+        obs("plt-200", "777-3", 200, "10*9/L", THIRTY_H, patient=P),
+    ]
+    every_order(client, defaults("plt"), varying, check)
+
+
+def test_a_date_only_result_of_t0s_day_never_replaces_a_worse_one(client: TestClient) -> None:
+    """T0 2024-03-10 10:00; PLT 200 dated 2024-03-10 (possibly after LD) beside PLT 60 of 03-09: [2, 2];
+    a worse one of T0's day still adds its points (PLT 60 dated 03-10 beside PLT 200 of 03-09)."""
+
+    def worse_kept(ht: Json, _: str) -> None:
+        plt = component(ht, "platelets")
+        assert plt["points"] == {"min": 2, "max": 2} and plt["observation"] == "Observation/plt-60"
+
+    every_order(
+        client,
+        defaults("plt"),
+        [
+            obs("plt-60", "777-3", 60, "10*9/L", THIRTY_H, patient=P),
+            obs("plt-200", "777-3", 200, "10*9/L", "2024-03-10", patient=P),
+        ],
+        worse_kept,
+    )
+    every_order(
+        client,
+        defaults("plt"),
+        [
+            obs("plt-60", "777-3", 60, "10*9/L", "2024-03-10", patient=P),
+            obs("plt-200", "777-3", 200, "10*9/L", THIRTY_H, patient=P),
+        ],
+        worse_kept,
+    )

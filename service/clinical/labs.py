@@ -591,7 +591,7 @@ def _newest_untrusted(results: Iterable[LabResult], since: datetime | None, tz: 
     return min((r for r in bad if _collected(r) == newest), key=_identity)
 
 
-def _choose(analyte: str, results: list[LabResult], rules: LabRules) -> _Choice:
+def _choose(analyte: str, results: list[LabResult], rules: LabRules, t0_day: date | None = None) -> _Choice:
     """Spec §1.5 rule 3 over one window's results, whatever their order.
 
     1. a result without a number is no result (status, dataAbsentReason, no numeric valueQuantity);
@@ -599,6 +599,12 @@ def _choose(analyte: str, results: list[LabResult], rules: LabRules) -> _Choice:
     3. the best tier, then the most recent collection time;
     4. several results of that tier and time: the pointwise worst of their points intervals, shown
        by the worst value (then the smallest Observation id).
+
+    A date-only result was collected some time on its day (review finding 6): it ties with the newest
+    timed result of that day (step 4), never counts as its midnight. On T0's own day (``t0_day``, the
+    current window) it may even be from after LD start, so it never replaces what the other results
+    say: it joins their choice as a tie and can only add points [our reading; alone in the window it
+    still counts, as a timed result on a date-only LD day does].
     """
     ht = analyte in MAX_POINTS
     if len(results) == 1 and results[0].problem is None:  # the usual case: one result in the window
@@ -608,11 +614,39 @@ def _choose(analyte: str, results: list[LabResult], rules: LabRules) -> _Choice:
     usable = [r for r in results if r.problem is None]
     if not usable:
         return _Choice(None, missing, untrusted=_newest_untrusted(results, None, rules.tz))
+    if t0_day is not None:
+        late = [r for r in usable if r.date_only and _collected(r).date() == t0_day]
+        if late and len(late) < len(usable):
+            skip = {id(r) for r in late}
+            base = _choose(analyte, [r for r in results if id(r) not in skip], rules)
+            if base.used is None:
+                return base
+            return _tie(analyte, [base.used, *base.tied, *late], rules)
     tier = min(r.tier for r in usable)
-    when = max(_collected(r) for r in usable if r.tier == tier)
-    if (blocker := _newest_untrusted(results, when, rules.tz)) is not None:
+    tiered = [r for r in usable if r.tier == tier]
+    tz = rules.tz
+    last_day = max(_day(r, tz) for r in tiered)
+    timed = [r for r in tiered if not r.date_only and _day(r, tz) == last_day]
+    if timed:
+        when = max(_collected(r) for r in timed)
+        same = [r for r in timed if _collected(r) == when]
+    else:
+        when = datetime.combine(last_day, time(0), tz)
+        same = []
+    same += [r for r in tiered if r.date_only and _day(r, tz) == last_day]
+    if (blocker := _newest_untrusted(results, when, tz)) is not None:
         return _Choice(None, missing, untrusted=blocker)
-    same = [r for r in usable if r.tier == tier and _collected(r) == when]
+    return _tie(analyte, same, rules)
+
+
+def _day(r: LabResult, tz: tzinfo) -> date:
+    """The facility-local calendar day of a result (a date-only one: its own date)."""
+    return _collected(r).date() if r.date_only else _collected(r).astimezone(tz).date()
+
+
+def _tie(analyte: str, same: list[LabResult], rules: LabRules) -> _Choice:
+    """Step 4 over results taken as collected together."""
+    ht = analyte in MAX_POINTS
     if len(same) == 1:
         r = same[0]
         return _Choice(r, points(analyte, r.span(), rules.inclusive_boundaries) if ht else None)
@@ -701,7 +735,9 @@ def assess_all(
             current.setdefault(r.analyte, []).append(r)
         elif tc == "stale":
             stale.setdefault(r.analyte, []).append(((r.tier, -when.timestamp()), None, None, r))
-    return {a: _assess(a, current.get(a, []), stale.get(a, []), rules, untimed.get(a, [])) for a in analytes}
+    return {
+        a: _assess(a, current.get(a, []), stale.get(a, []), rules, untimed.get(a, []), clock.t0_day) for a in analytes
+    }
 
 
 def _read_stale(stale: list[_Pending], rules: LabRules) -> list[LabResult]:
@@ -731,7 +767,12 @@ def _read(obs: dict[str, Any] | None, lab: LabCode | None, item: Effective | Lab
 
 
 def _assess(
-    analyte: str, current: list[LabResult], stale: list[_Pending], rules: LabRules, untimed: list[LabResult]
+    analyte: str,
+    current: list[LabResult],
+    stale: list[_Pending],
+    rules: LabRules,
+    untimed: list[LabResult],
+    t0_day: date | None = None,
 ) -> Component:
     """One analyte's component from its in-window results and its stale ones (not yet read): the
     current window's choice, else the stale window's on its own (provisional only), else missing.
@@ -742,7 +783,7 @@ def _assess(
         missing = points(analyte, None) if analyte in MAX_POINTS else None
         blocker = min(untimed, key=_identity)
         return Component(analyte, "untimed", None, missing, missing, rejected + len(untimed), blocker)
-    cur = _choose(analyte, current, rules)
+    cur = _choose(analyte, current, rules, t0_day)
     if cur.used is not None:
         return Component(
             analyte,
