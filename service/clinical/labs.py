@@ -157,14 +157,19 @@ def _subject_ok(obs: dict[str, Any], patient_id: str) -> bool:
     return isinstance(ref, str) and (ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}"))
 
 
-def _effective(obs: dict[str, Any], tz: tzinfo) -> tuple[datetime, bool, bool] | None:
-    """(when, date_only, imprecise) of specimen collection, else of ``issued`` (imprecise): also when
-    effective[x] is there but unreadable ("20240309080000", "09/03/2024"), so that a result is not lost
-    for a local timestamp format (review finding 4). None when neither can be read."""
+def _raw_effective(obs: dict[str, Any]) -> object:
     raw = obs.get("effectiveDateTime") or obs.get("effectiveInstant")
     period = obs.get("effectivePeriod")
     if raw is None and isinstance(period, dict):
         raw = period.get("start") or period.get("end")
+    return raw
+
+
+def _effective(obs: dict[str, Any], tz: tzinfo) -> tuple[datetime, bool, bool] | None:
+    """(when, date_only, imprecise) of specimen collection, else of ``issued`` (imprecise): also when
+    effective[x] is there but unreadable ("20240309080000", "09/03/2024"), so that a result is not lost
+    for a local timestamp format (review finding 4). None when neither can be read."""
+    raw = _raw_effective(obs)
     parsed = parse_fhir_datetime(raw, tz) if raw is not None else None
     imprecise = False
     if parsed is None:
@@ -177,10 +182,7 @@ def _effective(obs: dict[str, Any], tz: tzinfo) -> tuple[datetime, bool, bool] |
 
 def by_issued(obs: dict[str, Any], tz: tzinfo) -> bool:
     """Placed by ``issued``: effective[x] absent or unreadable (the course flags it timing-imprecise)."""
-    raw = obs.get("effectiveDateTime") or obs.get("effectiveInstant")
-    period = obs.get("effectivePeriod")
-    if raw is None and isinstance(period, dict):
-        raw = period.get("start") or period.get("end")
+    raw = _raw_effective(obs)
     return raw is None or parse_fhir_datetime(raw, tz) is None
 
 
