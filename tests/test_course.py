@@ -656,3 +656,37 @@ def test_result_below_on_one_result() -> None:
     assert result_below(r, Decimal("0.5")) == "unknown"
     assert result_below(r, Decimal("1.0")) == "yes"
     assert result_below(r, Decimal("0.1")) == "unknown"
+
+
+def test_a_censored_derived_anc_day_keeps_its_interval_and_a_mixed_one_is_unknown() -> None:
+    """Review finding 1: WBC 2.0 x "<5 %" is ANC "<0.1" on day 1, never skipped and filled from its
+    neighbours; WBC ">2.0" x "<5 %" says nothing, so day 5 is unknown (not filled "not below")."""
+    censored = [obs("w1", "6690-2", 2.0, "10*9/L", at(1)), obs("p1", "770-8", 5, "%", at(1), comparator="<")]
+    mixed = [
+        obs("w5", "6690-2", 2.0, "10*9/L", at(5), comparator=">"),
+        obs("p5", "770-8", 5, "%", at(5), comparator="<"),
+    ]
+    r = run([anc(0, 2.0), *censored, *daily(2, 4, 2.0), *mixed, *daily(6, 100, 2.0)])
+    assert r.grids["anc"].states[1][:2] == (1, 1)  # below 0.1 and below 0.5
+    assert r.grids["anc"].states[5] == (2, 2, 2, 2)
+    assert r.measures.profound_neutropenia == "yes"
+    assert r.measures.severe_neutropenia_early == "yes"
+    assert r.measures.severe_neutropenia_days.as_json() == {"min": 1, "max": 2}
+
+
+@pytest.mark.parametrize("when", ["20240309080000", "2024-03-09T08:00:00 CET", "09/03/2024"])
+def test_an_unreadable_collection_time_falls_back_to_issued(when: str) -> None:
+    """Review finding 4: the result is placed by `issued` (flagged), not dropped and gap-filled."""
+    o = anc(3, 0.3)
+    o["effectiveDateTime"] = when
+    o["issued"] = at(3, 14)
+    r = run([anc(2, 2.0), o, anc(4, 2.0)], today_day=5)
+    assert r.grids["anc"].states[3][1] == 1
+    assert "timing-imprecise" in r.flags
+
+
+def test_a_value_without_any_readable_time_is_flagged() -> None:
+    o = anc(3, 0.3)
+    o["effectiveDateTime"] = "09/03/2024"
+    r = run([anc(2, 2.0), o, anc(4, 2.0)], today_day=5)
+    assert "untimed:anc" in r.flags

@@ -594,3 +594,166 @@ def test_an_id_that_is_no_fhir_id_stays_out_of_the_card_text(client: TestClient)
     assert component(ht, "anc")["untrusted"] == "Observation/x|**y**"
     row = status_cell(text, "ANC")
     assert "**y**" not in text and "repeat 2024-03-10 08:00" in row
+
+
+# ---------------------------------------------------------------- censored parts of a derived ANC (review finding 1)
+
+_OLDER_PAIR = [
+    obs("wbc-old", "6690-2", 4.0, "10*9/L", FIFTY_H, patient=P),
+    obs("pct-old", "770-8", 60, "%", FIFTY_H, patient=P),
+]
+
+
+@pytest.mark.parametrize(
+    ("newest", "older", "shown", "points"),
+    [
+        # segs "<0.1" beside older segs 3.0: "<0.1", never the older 3.0
+        (
+            [obs("segs", "30451-9", 0.1, "10*9/L", TWO_H, comparator="<", patient=P)],
+            [obs("segs-old", "30451-9", 3.0, "10*9/L", FIFTY_H, patient=P)],
+            ("<", 0.1),
+            [1, 1],
+        ),
+        # WBC 2.0 x "<5 %" -> "<0.1"
+        (
+            [
+                obs("wbc", "6690-2", 2.0, "10*9/L", TWO_H, patient=P),
+                obs("pct", "770-8", 5, "%", TWO_H, comparator="<", patient=P),
+            ],
+            _OLDER_PAIR,
+            ("<", 0.1),
+            [1, 1],
+        ),
+        # WBC 2.0 x (segs 40 % + bands "<1 %") -> "<0.82"
+        (
+            [
+                obs("wbc", "6690-2", 2.0, "10*9/L", TWO_H, patient=P),
+                obs("seg", "769-0", 40, "%", TWO_H, patient=P),
+                obs("band", "764-1", 1, "%", TWO_H, comparator="<", patient=P),
+            ],
+            _OLDER_PAIR,
+            ("<", 0.82),
+            [1, 1],
+        ),
+        # WBC "<=2.0" x "<=50 %" -> "<=1.0"
+        (
+            [
+                obs("wbc", "6690-2", 2.0, "10*9/L", TWO_H, comparator="<=", patient=P),
+                obs("pct", "770-8", 50, "%", TWO_H, comparator="<=", patient=P),
+            ],
+            _OLDER_PAIR,
+            ("<=", 1.0),
+            [1, 1],
+        ),
+        # WBC ">3.0" x ">50 %" -> ">1.5": 0 points, sound
+        (
+            [
+                obs("wbc", "6690-2", 3.0, "10*9/L", TWO_H, comparator=">", patient=P),
+                obs("pct", "770-8", 50, "%", TWO_H, comparator=">", patient=P),
+            ],
+            _OLDER_PAIR,
+            (">", 1.5),
+            [0, 0],
+        ),
+        # mixed directions: WBC ">2.0" x "<5 %" says nothing -> untrusted, blocks the older 2.4
+        (
+            [
+                obs("wbc", "6690-2", 2.0, "10*9/L", TWO_H, comparator=">", patient=P),
+                obs("pct", "770-8", 5, "%", TWO_H, comparator="<", patient=P),
+            ],
+            _OLDER_PAIR,
+            None,
+            [0, 1],
+        ),
+    ],
+    ids=["segs-censored", "pct-censored", "band-pct-censored", "both-upper", "both-lower", "mixed"],
+)
+def test_a_censored_part_of_a_derived_anc_is_never_dropped(
+    client: TestClient, newest: list[Json], older: list[Json], shown: tuple[str, float] | None, points: list[int]
+) -> None:
+    def check(ht: Json, text: str) -> None:
+        anc = component(ht, "anc")
+        assert [anc["points"]["min"], anc["points"]["max"]] == points
+        if shown is None:
+            assert anc["status"] == "implausible" and "value" not in anc and anc["untrusted"]
+        else:
+            assert (anc["comparator"], anc["value"]) == shown
+        assert "old" not in anc.get("observation", "")
+
+    every_order(client, [*defaults("anc"), *older], newest, check)
+
+
+# ---------------------------------------------------------------- unreadable collection times (review finding 4)
+
+
+@pytest.mark.parametrize("when", ["20240309080000", "2024-03-09T08:00:00 CET", "09/03/2024"])
+def test_an_unreadable_collection_time_falls_back_to_issued(client: TestClient, when: str) -> None:
+    """PLT 40 with an unreadable effectiveDateTime and issued T0 − 22 h: it is the newest, 2 points."""
+    plt = obs("plt-40", "777-3", 40, "10*9/L", when, patient=P)
+    plt["issued"] = "2024-03-09T12:00:00Z"
+
+    def check(ht: Json, _: str) -> None:
+        c = component(ht, "platelets")
+        assert (c["value"], c["points"]) == (40, {"min": 2, "max": 2})
+        assert "timing-imprecise:platelets" in ht["flags"]
+
+    every_order(client, defaults("plt"), [plt, obs("plt-250", "777-3", 250, "10*9/L", FIFTY_H, patient=P)], check)
+
+
+def test_a_value_without_any_readable_time_blocks_and_is_named(client: TestClient) -> None:
+    plt = obs("plt-40", "777-3", 40, "10*9/L", "09/03/2024", patient=P)
+
+    def check(ht: Json, text: str) -> None:
+        c = component(ht, "platelets")
+        assert c["status"] == "untimed" and c["untrusted"] == "Observation/plt-40"
+        assert c["points"] == {"min": 0, "max": 2} and ht["confirmed"]["group"] != "low"
+        assert "collection time) skipped: platelets" in text
+        assert "correct Observation/plt-40" in status_cell(text, "PLT")
+
+    every_order(client, defaults("plt"), [plt, obs("plt-250", "777-3", 250, "10*9/L", FIFTY_H, patient=P)], check)
+
+
+# ---------------------------------------------------------------- date-only results (review finding 6)
+
+
+def test_a_date_only_result_ties_with_the_newest_timed_result_of_its_day(client: TestClient) -> None:
+    """PLT 60 dated 2024-03-09 and PLT 200 at 2024-03-09 04:00: either may be the newer, [2, 2]."""
+
+    def check(ht: Json, _: str) -> None:
+        plt = component(ht, "platelets")
+        assert plt["points"] == {"min": 2, "max": 2} and plt["observation"] == "Observation/plt-60"
+        assert plt["tiedWith"] == ["Observation/plt-200"]
+
+    varying = [
+        obs("plt-60", "777-3", 60, "10*9/L", "2024-03-09", patient=P),
+        obs("plt-200", "777-3", 200, "10*9/L", THIRTY_H, patient=P),
+    ]
+    every_order(client, defaults("plt"), varying, check)
+
+
+def test_a_date_only_result_of_t0s_day_never_replaces_a_worse_one(client: TestClient) -> None:
+    """T0 2024-03-10 10:00; PLT 200 dated 2024-03-10 (possibly after LD) beside PLT 60 of 03-09: [2, 2];
+    a worse one of T0's day still adds its points (PLT 60 dated 03-10 beside PLT 200 of 03-09)."""
+
+    def worse_kept(ht: Json, _: str) -> None:
+        plt = component(ht, "platelets")
+        assert plt["points"] == {"min": 2, "max": 2} and plt["observation"] == "Observation/plt-60"
+
+    every_order(
+        client,
+        defaults("plt"),
+        [
+            obs("plt-60", "777-3", 60, "10*9/L", THIRTY_H, patient=P),
+            obs("plt-200", "777-3", 200, "10*9/L", "2024-03-10", patient=P),
+        ],
+        worse_kept,
+    )
+    every_order(
+        client,
+        defaults("plt"),
+        [
+            obs("plt-60", "777-3", 60, "10*9/L", "2024-03-10", patient=P),
+            obs("plt-200", "777-3", 200, "10*9/L", THIRTY_H, patient=P),
+        ],
+        worse_kept,
+    )

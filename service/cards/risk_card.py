@@ -152,6 +152,7 @@ STATUS_TEXT = {
     "stale": "older: not counted",
     "missing": "no result",
     "implausible": "implausible",
+    "untimed": "no readable collection time",
 }
 
 
@@ -169,6 +170,8 @@ def _status_text(c: Component, tz: tzinfo) -> str:
     if u.effective is not None:
         what.append(local_time(u.effective, tz, date_only=u.date_only))
     label = ", ".join(what) or "the untrusted result"
+    if c.status == "untimed":
+        return f"{text}: correct {label}"
     return f"{text}; repeat {label}" if c.status == "implausible" else f"{text}; implausible {label}: repeat"
 
 
@@ -259,7 +262,8 @@ def _notes(a: Assessment) -> list[str]:
     rejected = [x for x in HT_ANALYTES if a.components[x].rejected_in_window]
     if rejected:
         notes.append(
-            f"Unusable results (status, unit, plausibility) skipped: {', '.join(LAB_NAMES[x] for x in rejected)}."
+            f"Unusable results (status, unit, plausibility, collection time) skipped: "
+            f"{', '.join(LAB_NAMES[x] for x in rejected)}."
         )
     return notes
 

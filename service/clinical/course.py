@@ -62,7 +62,7 @@ from service.clinical.course_grid import (
     build_grid,
 )
 from service.clinical.fhirjson import as_dict, dicts
-from service.clinical.labs import LabResult, LabRules, derive_anc, parse_fhir_datetime, parse_observation
+from service.clinical.labs import LabResult, LabRules, by_issued, derive_anc, parse_fhir_datetime, parse_observation
 from service.clinical.medications import belongs_to, match_drug, medication_concepts, resource_ref
 from service.clinical.orders import ORDER_TYPES, Regimen, Trigger, planned_start
 from service.clinical.phenotype import PhenotypeName, candidates
@@ -450,12 +450,6 @@ def result_below(result: LabResult, threshold: Decimal) -> Tri:
     return "yes" if st == BELOW else "no" if st == NOT else "unknown"
 
 
-def _by_issued(obs: Resource) -> bool:
-    """Placed by ``issued`` (no collection time): labs.parse_observation's last resort."""
-    period = as_dict(obs.get("effectivePeriod"))
-    return not (obs.get("effectiveDateTime") or obs.get("effectiveInstant") or period.get("start") or period.get("end"))
-
-
 def _lowest_first(r: LabResult) -> tuple[bool, Decimal, str]:
     # derive_anc pairs a percentage with the first WBC (and segs with the first bands) of the specimen:
     # sorted lowest first, that is the pair giving the lowest ANC (§1.5 rule 3 step 4), in any input order.
@@ -490,6 +484,9 @@ def course_result(
         r = parse_observation(obs, patient_id, vs, rules)
         # §1.5 rule 3 step 1: a result without a value (status, dataAbsentReason, valueString, no time)
         # is not a result; an untrusted one is (its value is unknown).
+        if r is not None and r.problem == "no-time":
+            # Neither effective[x] nor issued readable: no day to put it on, but never lost in silence.
+            flags.add(f"untimed:{'anc' if r.analyte in _ANC_PARTS else r.analyte}")
         if r is None or r.effective is None or (r.problem is not None and r.problem not in _UNTRUSTED):
             continue
         if r.analyte not in _ANC_PARTS and r.analyte not in placed:
@@ -497,7 +494,7 @@ def course_result(
         day = course.day_of(_local_day(r.effective, r.date_only, tz))
         if not LATEST_FROM_DAY <= day <= horizon:
             continue
-        if day >= 0 and _by_issued(obs):
+        if day >= 0 and by_issued(obs, tz):
             flags.add("timing-imprecise")
         if r.analyte in _ANC_PARTS:
             parts_by_day.setdefault(day, []).append(r)

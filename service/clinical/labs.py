@@ -24,11 +24,17 @@ _NOTHING: frozenset[str] = frozenset()
 
 Problem = Literal["implausible", "unit", "status", "absent", "no-value", "no-time", "comparator"]
 TimeClass = Literal["current", "stale", "old", "after"]
-Status = Literal["current", "stale", "missing", "censored", "implausible"]
+Status = Literal["current", "stale", "missing", "censored", "implausible", "untimed"]
 # A result with a number we cannot trust (spec §1.5 rule 3 step 2): implausible (§6.2), a rejected or
 # unknown unit (§6.1, §6.3; molar CRP/ferritin without a configured factor), or a comparator that is
 # no FHIR comparator. Unlike a result without a number, it makes the analyte missing.
 UNTRUSTED: frozenset[Problem] = frozenset({"implausible", "unit", "comparator"})
+# A value with neither a readable effective[x] nor a readable ``issued`` ("no-time") cannot be placed
+# before or after T0, nor in either window: it may be the patient's newest value and the one that
+# scores, so it makes its analyte (an ANC part: the ANC) missing in both windows [our safe reading of
+# §1.5 step 2], is counted among the results not usable and is named (status "untimed") so that the
+# record can be corrected. No repeat can clear it (nothing is newer than an unknown time): that is
+# the price of never scoring around a value we cannot place.
 
 
 @dataclass(frozen=True)
@@ -151,20 +157,33 @@ def _subject_ok(obs: dict[str, Any], patient_id: str) -> bool:
     return isinstance(ref, str) and (ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}"))
 
 
-def _effective(obs: dict[str, Any], tz: tzinfo) -> tuple[datetime, bool, bool] | None:
-    """(when, date_only, imprecise) of specimen collection; `issued` only as a last resort."""
+def _raw_effective(obs: dict[str, Any]) -> object:
     raw = obs.get("effectiveDateTime") or obs.get("effectiveInstant")
     period = obs.get("effectivePeriod")
     if raw is None and isinstance(period, dict):
         raw = period.get("start") or period.get("end")
-    imprecise = False
-    if raw is None:
-        raw, imprecise = obs.get("issued"), True
+    return raw
+
+
+def _effective(obs: dict[str, Any], tz: tzinfo) -> tuple[datetime, bool, bool] | None:
+    """(when, date_only, imprecise) of specimen collection, else of ``issued`` (imprecise): also when
+    effective[x] is there but unreadable ("20240309080000", "09/03/2024"), so that a result is not lost
+    for a local timestamp format (review finding 4). None when neither can be read."""
+    raw = _raw_effective(obs)
     parsed = parse_fhir_datetime(raw, tz) if raw is not None else None
+    imprecise = False
+    if parsed is None:
+        parsed, imprecise = parse_fhir_datetime(obs.get("issued"), tz), True
     if parsed is None:
         return None
     when, date_only = parsed
     return when, date_only, imprecise or date_only
+
+
+def by_issued(obs: dict[str, Any], tz: tzinfo) -> bool:
+    """Placed by ``issued``: effective[x] absent or unreadable (the course flags it timing-imprecise)."""
+    raw = _raw_effective(obs)
+    return raw is None or parse_fhir_datetime(raw, tz) is None
 
 
 def parse_observation(obs: dict[str, Any], patient_id: str, vs: ValueSets, rules: LabRules) -> LabResult | None:
@@ -216,8 +235,6 @@ def _body(obs: dict[str, Any], lab: LabCode, eff: Effective | None, rules: LabRu
         problem: Problem | None = "status"
     elif obs.get("dataAbsentReason") is not None:
         problem = "absent"
-    elif eff is None:
-        problem = "no-time"
     else:
         problem = None
     q = obs.get("valueQuantity")
@@ -225,6 +242,9 @@ def _body(obs: dict[str, Any], lab: LabCode, eff: Effective | None, rules: LabRu
         raw_value = _decimal(q.get("value")) if isinstance(q, dict) else None
         if raw_value is None:
             problem = "no-value"
+        elif eff is None:
+            # A value without any readable time (neither effective[x] nor issued): see UNTIMED.
+            problem = "no-time"
     if problem is not None:
         return LabResult(analyte, lab.tier, None, None, when, date_only, imprecise, ref, problem, specimen)
     assert isinstance(q, dict) and raw_value is not None  # for mypy: no problem means both were read
@@ -357,41 +377,76 @@ def _untrusted_part(parts: Iterable[LabResult]) -> LabResult | None:
     return min(bad, key=_identity) if bad else None
 
 
-def _sum(parts: list[LabResult], analyte: str, tier: int, at: LabResult) -> LabResult | None:
-    """Sum absolute counts or percentages of one specimen, timed as ``at`` (the specimen's earliest
-    part); censored parts are not summed. An untrusted part makes an untrusted sum (spec §1.5 rule 3
-    step 2): it is still a result of the analyte, one that says "missing", never "skip me"."""
-    refs = tuple(p.observation for p in parts if p.observation)
-    if (bad := _untrusted_part(parts)) is not None:
-        return LabResult(
-            analyte,
-            tier,
-            None,
-            None,
-            at.effective,
-            any(p.date_only for p in parts),
-            any(p.timing_imprecise for p in parts),
-            bad.observation,
-            bad.problem,
-            parts[0].specimen,
-            derived_from=refs,
-        )
-    if any(p.comparator for p in parts):
+# Censored parts of a derived ANC (spec §1.6) by interval arithmetic over non-negative values: an
+# exact v is [v, v], "<v" is [0, v), "<=v" [0, v], ">v" (v, inf), ">=v" [v, inf). A result keeps a
+# comparator only where the interval of the result is bounded on one side by the combined bounds:
+#
+#   sum (segs + bands, seg % + band %)  exact + exact       -> exact a+b
+#                                       exact + "<b" / "<b" + "<c"  -> "<" (a+b); "<=" when no part is strict
+#                                       exact + ">b" / ">b" + ">c"  -> ">" (a+b); ">=" when no part is strict
+#                                       "<b" + ">c" (mixed)  -> untrusted ("comparator"): no sound bound
+#   product (WBC x % / 100)             exact x exact        -> exact
+#                                       exact 0 x anything   -> exact 0
+#                                       exact x "<p", "<w" x exact, "<w" x "<p" -> "<" (w*p/100), "<=" if none strict
+#                                       exact x ">p", ">w" x exact, ">w" x ">p" -> ">" (w*p/100), ">=" if none strict
+#                                       "<w" x ">p" (mixed)  -> untrusted ("comparator"): [0, inf) says nothing
+#
+# The untrusted candidate is never skipped: it blocks older values (§1.5 rule 3 step 2) and leaves a
+# course day unknown, where dropping it let an older or a neighbouring value give a favourable answer.
+_UP = frozenset({"<", "<="})
+_DOWN = frozenset({">", ">="})
+
+
+def _combined_comparator(parts: Iterable[LabResult]) -> str | None:
+    """The comparator of a sum or product of non-negative parts (table above)."""
+    cs = {p.comparator for p in parts if p.comparator}
+    if not cs:
         return None
-    total = sum((_value(p) for p in parts), Decimal(0))
+    if cs <= _UP:
+        return "<" if "<" in cs else "<="
+    if cs <= _DOWN:
+        return ">" if ">" in cs else ">="
+    return "mixed"
+
+
+def _derived(
+    analyte: str,
+    tier: int,
+    parts: list[LabResult],
+    refs: tuple[str, ...],
+    at: LabResult,
+    value: Decimal | None,
+    comparator: str | None,
+    shown: LabResult,
+    problem: Problem | None,
+) -> LabResult:
     return LabResult(
         analyte,
         tier,
-        total,
-        None,
+        value,
+        comparator,
         at.effective,
         any(p.date_only for p in parts),
         any(p.timing_imprecise for p in parts),
-        parts[0].observation,
-        _guard(analyte, total),
+        shown.observation,
+        problem,
         parts[0].specimen,
         derived_from=refs,
     )
+
+
+def _sum(parts: list[LabResult], analyte: str, tier: int, at: LabResult) -> LabResult:
+    """Sum absolute counts or percentages of one specimen, timed as ``at`` (the specimen's earliest
+    part); censored parts by the table above. An untrusted part makes an untrusted sum (spec §1.5 rule 3
+    step 2): it is still a result of the analyte, one that says "missing", never "skip me"."""
+    refs = tuple(p.observation for p in parts if p.observation)
+    if (bad := _untrusted_part(parts)) is not None:
+        return _derived(analyte, tier, parts, refs, at, None, None, bad, bad.problem)
+    comparator = _combined_comparator(parts)
+    if comparator == "mixed":
+        return _derived(analyte, tier, parts, refs, at, None, None, parts[0], "comparator")
+    total = sum((_value(p) for p in parts), Decimal(0))
+    return _derived(analyte, tier, parts, refs, at, total, comparator, parts[0], _guard(analyte, total))
 
 
 def _guard(analyte: str, value: Decimal) -> Problem | None:
@@ -406,41 +461,22 @@ def _with_bands(seg: LabResult, bands: list[LabResult], analyte: str, tier: int)
     selection scores the worst of them (spec §1.5 rule 3 step 4) whatever their order."""
     at = _earliest([seg, *bands])
     combos = [[seg, b] for b in bands] if bands else [[seg]]
-    return [s for parts in combos if (s := _sum(parts, analyte, tier, at)) is not None]
+    return [_sum(parts, analyte, tier, at) for parts in combos]
 
 
 def _times(wbc: LabResult, pct: LabResult, at: LabResult) -> LabResult:
-    """ANC = WBC × neutrophil % / 100 of one specimen, timed as ``at``; untrusted if a part is."""
+    """ANC = WBC × neutrophil % / 100 of one specimen, timed as ``at``; untrusted if a part is, censored
+    parts by the table above."""
     refs = tuple(dict.fromkeys(x for x in (wbc.observation, *pct.derived_from, pct.observation) if x))
-    date_only, imprecise = wbc.date_only or pct.date_only, wbc.timing_imprecise or pct.timing_imprecise
-    if (bad := _untrusted_part((wbc, pct))) is not None:
-        return LabResult(
-            "anc",
-            2,
-            None,
-            None,
-            at.effective,
-            date_only,
-            imprecise,
-            bad.observation,
-            bad.problem,
-            wbc.specimen,
-            derived_from=refs,
-        )
+    parts = [wbc, pct]
+    if (bad := _untrusted_part(parts)) is not None:
+        return _derived("anc", 2, parts, refs, at, None, None, bad, bad.problem)
+    zero = next((p for p in parts if p.comparator is None and _value(p) == 0), None)
+    comparator = None if zero is not None else _combined_comparator(parts)
+    if comparator == "mixed":
+        return _derived("anc", 2, parts, refs, at, None, None, wbc, "comparator")
     anc = _value(wbc) * _value(pct) / 100
-    return LabResult(
-        "anc",
-        2,
-        anc,
-        wbc.comparator,
-        at.effective,
-        date_only,
-        imprecise,
-        wbc.observation,
-        _guard("anc", anc),
-        wbc.specimen,
-        derived_from=refs,
-    )
+    return _derived("anc", 2, parts, refs, at, anc, comparator, wbc, _guard("anc", anc))
 
 
 def derive_anc(results: list[LabResult]) -> list[LabResult]:
@@ -470,8 +506,6 @@ def derive_anc(results: list[LabResult]) -> list[LabResult]:
     for seg in by["seg_pct"]:
         pcts += _with_bands(seg, band_pct.of(seg), "neut_pct", 0)
     for pct in pcts:
-        if pct.problem is None and pct.comparator:
-            continue  # a censored percentage gives no number to multiply
         wbcs = wbc_of.of(pct)
         if wbcs:
             at = _earliest([pct, *wbcs])
@@ -559,7 +593,7 @@ def _newest_untrusted(results: Iterable[LabResult], since: datetime | None, tz: 
     return min((r for r in bad if _collected(r) == newest), key=_identity)
 
 
-def _choose(analyte: str, results: list[LabResult], rules: LabRules) -> _Choice:
+def _choose(analyte: str, results: list[LabResult], rules: LabRules, t0_day: date | None = None) -> _Choice:
     """Spec §1.5 rule 3 over one window's results, whatever their order.
 
     1. a result without a number is no result (status, dataAbsentReason, no numeric valueQuantity);
@@ -567,6 +601,12 @@ def _choose(analyte: str, results: list[LabResult], rules: LabRules) -> _Choice:
     3. the best tier, then the most recent collection time;
     4. several results of that tier and time: the pointwise worst of their points intervals, shown
        by the worst value (then the smallest Observation id).
+
+    A date-only result was collected some time on its day (review finding 6): it ties with the newest
+    timed result of that day (step 4), never counts as its midnight. On T0's own day (``t0_day``, the
+    current window) it may even be from after LD start, so it never replaces what the other results
+    say: it joins their choice as a tie and can only add points [our reading; alone in the window it
+    still counts, as a timed result on a date-only LD day does].
     """
     ht = analyte in MAX_POINTS
     if len(results) == 1 and results[0].problem is None:  # the usual case: one result in the window
@@ -576,11 +616,39 @@ def _choose(analyte: str, results: list[LabResult], rules: LabRules) -> _Choice:
     usable = [r for r in results if r.problem is None]
     if not usable:
         return _Choice(None, missing, untrusted=_newest_untrusted(results, None, rules.tz))
+    if t0_day is not None:
+        late = [r for r in usable if r.date_only and _collected(r).date() == t0_day]
+        if late and len(late) < len(usable):
+            skip = {id(r) for r in late}
+            base = _choose(analyte, [r for r in results if id(r) not in skip], rules)
+            if base.used is None:
+                return base
+            return _tie(analyte, [base.used, *base.tied, *late], rules)
     tier = min(r.tier for r in usable)
-    when = max(_collected(r) for r in usable if r.tier == tier)
-    if (blocker := _newest_untrusted(results, when, rules.tz)) is not None:
+    tiered = [r for r in usable if r.tier == tier]
+    tz = rules.tz
+    last_day = max(_day(r, tz) for r in tiered)
+    timed = [r for r in tiered if not r.date_only and _day(r, tz) == last_day]
+    if timed:
+        when = max(_collected(r) for r in timed)
+        same = [r for r in timed if _collected(r) == when]
+    else:
+        when = datetime.combine(last_day, time(0), tz)
+        same = []
+    same += [r for r in tiered if r.date_only and _day(r, tz) == last_day]
+    if (blocker := _newest_untrusted(results, when, tz)) is not None:
         return _Choice(None, missing, untrusted=blocker)
-    same = [r for r in usable if r.tier == tier and _collected(r) == when]
+    return _tie(analyte, same, rules)
+
+
+def _day(r: LabResult, tz: tzinfo) -> date:
+    """The facility-local calendar day of a result (a date-only one: its own date)."""
+    return _collected(r).date() if r.date_only else _collected(r).astimezone(tz).date()
+
+
+def _tie(analyte: str, same: list[LabResult], rules: LabRules) -> _Choice:
+    """Step 4 over results taken as collected together."""
+    ht = analyte in MAX_POINTS
     if len(same) == 1:
         r = same[0]
         return _Choice(r, points(analyte, r.span(), rules.inclusive_boundaries) if ht else None)
@@ -643,15 +711,19 @@ def assess_all(
     parts: list[LabResult] = []
     current: dict[str, list[LabResult]] = {}
     stale: dict[str, list[_Pending]] = {}
+    untimed: dict[str, list[LabResult]] = {}
     for obs in observations:
         head = _head(obs, patient_id, vs, rules)
         if head is None:
             continue
         lab, eff = head
+        if eff is None:
+            r = _body(obs, lab, eff, rules)
+            if r.problem == "no-time":
+                untimed.setdefault("anc" if lab.analyte in _ANC_PARTS else lab.analyte, []).append(r)
+            continue
         if lab.analyte in _ANC_PARTS:
             parts.append(_body(obs, lab, eff, rules))
-            continue
-        if eff is None:
             continue
         tc = clock.classify(eff[0], eff[1])
         if tc == "current":
@@ -665,7 +737,9 @@ def assess_all(
             current.setdefault(r.analyte, []).append(r)
         elif tc == "stale":
             stale.setdefault(r.analyte, []).append(((r.tier, -when.timestamp()), None, None, r))
-    return {a: _assess(a, current.get(a, []), stale.get(a, []), rules) for a in analytes}
+    return {
+        a: _assess(a, current.get(a, []), stale.get(a, []), rules, untimed.get(a, []), clock.t0_day) for a in analytes
+    }
 
 
 def _read_stale(stale: list[_Pending], rules: LabRules) -> list[LabResult]:
@@ -694,12 +768,24 @@ def _read(obs: dict[str, Any] | None, lab: LabCode | None, item: Effective | Lab
     return _body(obs, lab, item, rules)
 
 
-def _assess(analyte: str, current: list[LabResult], stale: list[_Pending], rules: LabRules) -> Component:
+def _assess(
+    analyte: str,
+    current: list[LabResult],
+    stale: list[_Pending],
+    rules: LabRules,
+    untimed: list[LabResult],
+    t0_day: date | None = None,
+) -> Component:
     """One analyte's component from its in-window results and its stale ones (not yet read): the
     current window's choice, else the stale window's on its own (provisional only), else missing.
-    An untrusted result that made a window's analyte missing is named (``untrusted``)."""
+    An untrusted result that made a window's analyte missing is named (``untrusted``); a value without
+    a readable time makes it missing in both windows (UNTIMED)."""
     rejected = sum(1 for r in current if r.problem is not None)
-    cur = _choose(analyte, current, rules)
+    if untimed:
+        missing = points(analyte, None) if analyte in MAX_POINTS else None
+        blocker = min(untimed, key=_identity)
+        return Component(analyte, "untimed", None, missing, missing, rejected + len(untimed), blocker)
+    cur = _choose(analyte, current, rules, t0_day)
     if cur.used is not None:
         return Component(
             analyte,
