@@ -81,6 +81,9 @@ class Planted:
     live: bool = False
     product: str = "idecabtagene vicleucel"
     by_reference: bool = False  # the CAR-T drug named through a Medication resource
+    # An ANC with no readable time at all is planted for this patient: the ANC at LD is then missing
+    # (it may be the newest result; clinical-spec §1.5 rule 3 step 2, the service's safe reading).
+    anc_untimed: bool = False
     expected: dict[str, str] = field(default_factory=dict)
 
 
@@ -345,6 +348,8 @@ def _resources(p: Planted, ids: _Ids, pad_to: int, rng: random.Random) -> list[d
 
 def _expected(p: Planted) -> dict[str, str]:
     plan = HT_PLANS[p.ht]
+    if p.anc_untimed:
+        plan = {**plan, "anc": None}
     lo = sum(v for v in plan.values() if v is not None)
     hi = lo + sum(MAX_POINTS[a] for a, v in plan.items() if v is None)
     group = "high" if lo >= 2 else "low" if hi <= 1 else "indeterminate"
@@ -369,6 +374,8 @@ def _expected(p: Planted) -> dict[str, str]:
         flags |= {"registry", "not-validated-for-regimen"}  # a registry day 0 names no product
     if p.later_course:
         flags.add("later-courses")
+    if p.anc_untimed:
+        flags |= {"untimed:anc", "untrusted:anc"}
     days_lo, days_hi = t["days"]
     return {
         "patient": p.pid,
@@ -532,9 +539,19 @@ def write_export(
         no_subject = _obs(ids, "x", "751-8", 2.2, "10*9/L", _ts(FIRST_DAY0))
         del no_subject["subject"]
         put("Observation", no_subject)
-        # Outside every course window (day +150): reported, but no answer depends on them.
+        # An ANC whose date cannot be read (and no `issued`): it may be the newest, so the ANC at LD is
+        # missing for that patient (planted on one whose HT plan has no stale values). A platelet count
+        # in a rejected unit outside every course window (day +150): reported, no answer depends on it.
+        victim2 = next(p for p in planted[2:] if p.ht != "indeterminate")
+        put("Observation", _obs(ids, victim2.pid, "751-8", 2.0, "10*9/L", "2024-02-30T08:00:00+00:00"))
+        victim2.anc_untimed = True
+        fresh = _expected(victim2)
+        for key in ("ht_min", "ht_max", "ht_group"):
+            victim2.expected[key] = fresh[key]
+        victim2.expected["flags"] = "|".join(
+            sorted({*victim2.expected["flags"].split("|"), "untimed:anc", "untrusted:anc"})
+        )
         late = planted[2].day0 + timedelta(days=150)
-        put("Observation", _obs(ids, planted[2].pid, "751-8", 2.0, "10*9/L", "2024-02-30T08:00:00+00:00"))
         put("Observation", _obs(ids, planted[2].pid, "777-3", 120, "furlongs", _ts(late)))
         problems |= {"malformed-json": 2, "not-a-resource": 1, "blank-line": 1, "type-mismatch": 1}
         problems |= {"missing-patient": 3, "no-patient-reference": 1, "unparseable-date": 1, "unit-rejected": 1}
