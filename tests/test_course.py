@@ -353,6 +353,18 @@ def test_ld_start_from_administration() -> None:
     assert (trig.regimen, trig.validated_context, trig.t0_assumed) == ("flu-cy", True, False)
 
 
+def test_an_oral_ld_drug_never_dates_the_ld_start() -> None:
+    """The order-time oral exclusion (orders.is_oral_form) also holds for a course's LD start (clinical-safety
+    review): oral cyclophosphamide on day -12 is not lymphodepletion, fludarabine IV on day -5 is."""
+    oral = ld_given(-12, "cy-oral", "cyclophosphamide")
+    oral["dosage"] = {"route": {"coding": [{"system": "http://snomed.info/sct", "code": "26643006"}]}}
+    tablets = ld_order("cy-tab", at(-13))
+    tablets["medicationCodeableConcept"] = {"text": "cyclophosphamide 50 MG Oral Tablet"}
+    ld = ld_start(_course(), [oral, tablets, ld_given(-5, "flu5")], PATIENT, VS, TZ)
+    assert (ld.source, ld.ref, ld.value) == ("administration", "MedicationAdministration/flu5", at(-5, 9))
+    assert ld.drugs == {"fludarabine"}
+
+
 def test_ld_start_from_order() -> None:
     day = (DAY0 - timedelta(days=6)).isoformat()
     res = [ld_order("o", day), ld_order("x", at(-8), status="entered-in-error"), ld_given(-30)]

@@ -231,8 +231,6 @@ ORAL = {
     "route v3 PO": [dosed(med("a", code="24698"), route=route(V3_ROUTE, "PO"))],
     "route site code 'Oral'": [dosed(med("a", code="24698"), route=route(EPIC_ROUTE, "15", "Oral"))],
     "route text 'by mouth'": [dosed(med("a", code="24698"), route=route(None, None, text="by mouth"))],
-    "dosage text": [dosed(med("a", text="fludarabine"), text="Take 1 tablet by mouth daily for 5 days")],
-    "patient instruction": [dosed(med("a", code="24698"), patientInstruction="Swallow whole with water")],
     "dose unit 'tablet'": [
         dosed(med("a", code="24698"), doseAndRate=[{"doseQuantity": {"value": 4, "unit": "tablet"}}])
     ],
@@ -258,6 +256,38 @@ ORAL = {
 def test_an_oral_form_of_an_ld_drug_is_not_lymphodepletion(client, orders, url):
     hook = "order-sign" if url == SIGN else "order-select"
     assert cards(client, url, hook_request(hook, "p1", OBS, orders=copy.deepcopy(orders))) == []
+
+
+# Free text in a dosage talks about more than this drug (premedication, hydration): it never cancels the
+# trigger on its own (clinical-safety review: a missed LD order silently drops the score).
+FREE_TEXT = {
+    "dosage text alone": [dosed(med("a", text="fludarabine"), text="Take 1 tablet by mouth daily for 5 days")],
+    "patient instruction alone": [dosed(med("a", code="24698"), patientInstruction="Swallow whole with water")],
+    "anti-nausea tablets in the instruction": {
+        "patientInstruction": "Drink plenty of fluids; take your anti-nausea tablets as prescribed."
+    },
+    "oral premedication in the text": {"text": "daily x3 (days -5 to -3); ondansetron 8 mg PO 30 min before"},
+    "oral hydration in the text": {"text": "Encourage oral hydration"},
+}
+
+
+@pytest.mark.parametrize("case", list(FREE_TEXT), ids=list(FREE_TEXT))
+@pytest.mark.parametrize("url", [SIGN, SELECT], ids=["order-sign", "order-select"])
+def test_free_text_about_other_drugs_never_cancels_lymphodepletion(client, case, url):
+    hook = "order-sign" if url == SIGN else "order-select"
+    spec = FREE_TEXT[case]
+    if isinstance(spec, list):
+        orders = copy.deepcopy(spec)
+    else:  # both Flu/Cy orders carry the text: still Flu/Cy, with its score
+        orders = ld_orders("p1")
+        for o in orders:
+            o["dosageInstruction"][0].update(spec)
+    body = cards(client, url, hook_request(hook, "p1", OBS, orders=orders))
+    assert body, case
+    if not isinstance(spec, list):
+        ext = next(c for c in body if "hematotox" in c.get("extension", {}).get("hematotox-cds", {}))
+        # Flu/Cy: both orders kept (cyclophosphamide alone would be "fludarabine", flagged not validated)
+        assert "not-validated-for-regimen" not in ext["extension"]["hematotox-cds"]["hematotox"].get("flags", [])
 
 
 def test_an_oral_dstu2_medication_order_is_not_lymphodepletion(client):
@@ -303,3 +333,26 @@ def test_the_same_drug_without_an_oral_form_still_triggers(client):
         )
         == 1
     )
+
+
+@pytest.mark.parametrize("url", [SIGN, SELECT], ids=["order-sign", "order-select"])
+@pytest.mark.parametrize("date_only_first", [True, False], ids=["date-only listed first", "timed listed first"])
+def test_a_timed_start_wins_over_a_date_only_start_on_the_same_day(client, url, date_only_first):
+    """Fludarabine planned "2024-03-10", cyclophosphamide 2024-03-10T08:00Z: LD starts at 08:00, not at the
+    end of the day (labs drawn after 08:00 are post-LD), whichever order is listed first."""
+    orders = ld_orders("p1")
+    orders[0]["dosageInstruction"][0]["timing"]["repeat"]["boundsPeriod"]["start"] = "2024-03-10"
+    orders[1]["dosageInstruction"][0]["timing"]["repeat"]["boundsPeriod"]["start"] = "2024-03-10T08:00:00+00:00"
+    if not date_only_first:
+        orders.reverse()
+    hook = "order-sign" if url == SIGN else "order-select"
+    r = client.post(url, json=hook_request(hook, "p1", OBS, orders=orders))
+    ext = next(c for c in r.json()["cards"] if "hematotox" in c.get("extension", {}).get("hematotox-cds", {}))
+    hx = ext["extension"]["hematotox-cds"]
+    assert hx["t0"] == "2024-03-10T08:00:00+00:00"
+    assert "t0-date-only" not in hx["hematotox"].get("flags", [])
+    # A date-only start alone still counts the whole day.
+    orders = ld_orders("p1", start="2024-03-10")
+    r = client.post(url, json=hook_request(hook, "p1", OBS, orders=orders))
+    ext = next(c for c in r.json()["cards"] if "hematotox" in c.get("extension", {}).get("hematotox-cds", {}))
+    assert ext["extension"]["hematotox-cds"]["t0"].startswith("2024-03-10T23:59:59")

@@ -64,7 +64,7 @@ from service.clinical.course_grid import (
 from service.clinical.fhirjson import as_dict, dicts
 from service.clinical.labs import LabResult, LabRules, by_issued, derive_anc, parse_fhir_datetime, parse_observation
 from service.clinical.medications import belongs_to, match_drug, medication_concepts, resource_ref
-from service.clinical.orders import ORDER_TYPES, Regimen, Trigger, planned_start
+from service.clinical.orders import ORDER_TYPES, Regimen, Trigger, is_oral_form, planned_start
 from service.clinical.phenotype import PhenotypeName, candidates
 from service.clinical.valuesets import ValueSets
 
@@ -392,7 +392,7 @@ def ld_start(course: Course, resources: Iterable[Resource], patient_id: str, vs:
         if not LD_FIRST_DAY <= course.day_of(_local_day(t[0], t[1], tz)) <= 0:
             continue
         drug = match_drug(medication_concepts(r, meds), vs.ld_rxnorm, vs.ld_names)
-        if drug is not None:
+        if drug is not None and not is_oral_form(r, meds, vs):
             into.append((t[0], t[1], resource_ref(r) or "", drug))
     drugs = frozenset(x[3] for x in given + ordered)
     for source, found in (("administration", given), ("order", ordered)):

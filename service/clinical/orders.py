@@ -87,16 +87,20 @@ def _oral_not_intravenous(
 ) -> bool:
     """An oral form of an LD drug (fludarabine tablets for CLL) is not lymphodepletion: LD agents are
     intravenous. Oral evidence is looked for by code and by word in the medication (its names and
-    Medication.form) and in each dosage (route, text, patientInstruction, dose unit). Any intravenous evidence
+    Medication.form) and in each dosage (route, dose unit; not its free text). Any intravenous evidence
     wins: a missed LD order silently drops the score, a false trigger only shows a card."""
     coded = [*concepts, *(as_dict(m.get("form")) for m in referenced_medications(order, resources))]
     texts: list[object] = []
-    for dosage in dicts(order.get("dosageInstruction")):
+    # An order's dosageInstruction (a list), a MedicationAdministration's dosage (one object).
+    for dosage in [*dicts(order.get("dosageInstruction")), *dicts([order.get("dosage")])]:
         coded.append(as_dict(dosage.get("route")))
-        texts += [dosage.get("text"), dosage.get("patientInstruction")]
+        # Only what describes this drug: never the dosage's free text or patient instruction, which talk about
+        # premedication and hydration ("ondansetron 8 mg PO", "anti-nausea tablets") and would cancel the score.
+        texts.append(as_dict(dosage.get("route")).get("text"))
         # The dose's unit: "tablet" (Epic), "{pill}" (the CDS Hooks sandbox); R4 doseAndRate, DSTU2 doseQuantity.
         for dose in [
             as_dict(dosage.get("doseQuantity")),
+            as_dict(dosage.get("dose")),  # MedicationAdministration.dosage.dose
             *(as_dict(d.get("doseQuantity")) for d in dicts(dosage.get("doseAndRate"))),
         ]:
             texts += [dose.get("unit"), dose.get("code")]
@@ -115,6 +119,12 @@ def _oral_not_intravenous(
             oral = oral or forms.oral_words.search(text) is not None
             intravenous = intravenous or forms.intravenous_words.search(text) is not None
     return oral and not intravenous
+
+
+def is_oral_form(resource: dict[str, Any], resources: list[dict[str, Any]], vs: ValueSets) -> bool:
+    """An oral form of an LD drug (order or administration): not lymphodepletion, at order time (ld_drug) and
+    when a course's LD start is dated (course.ld_start). One rule for both."""
+    return _oral_not_intravenous(resource, medication_concepts(resource, resources), resources, vs.ld_dose_forms)
 
 
 def cart_product(resources: list[Any], vs: ValueSets) -> str | None:
@@ -168,9 +178,13 @@ def find_trigger(
     validated = regimen == "flu-cy" and (product is None or product in vs.validated_products)
     dated = [(o.start, o.start_date_only) for o in triggering if o.start is not None]
     if dated:
-        t0, date_only = min(dated, key=lambda d: d[0])
-        if date_only:
-            # A date-only LD start: labs drawn that day are pre-LD in practice, so the day counts whole.
-            t0 = datetime.combine(t0.date(), time.max, tz)
-        return Trigger(tuple(triggering), regimen, product, validated, t0, False, date_only)
+        # The earliest local day with a planned start; on it, a timed start wins over a date-only one (the
+        # date-only order names the same day, the timed one says when on it), whatever the orders' order.
+        first_day = min(start.astimezone(tz).date() for start, _ in dated)
+        timed = [start for start, date_only in dated if not date_only and start.astimezone(tz).date() == first_day]
+        if timed:
+            return Trigger(tuple(triggering), regimen, product, validated, min(timed), False, False)
+        # A date-only LD start: labs drawn that day are pre-LD in practice, so the day counts whole.
+        t0 = datetime.combine(first_day, time.max, tz)
+        return Trigger(tuple(triggering), regimen, product, validated, t0, False, True)
     return Trigger(tuple(triggering), regimen, product, validated, now, True, False)
