@@ -244,3 +244,11 @@ def test_medications_key_failing_is_cannot_tell_not_412(fault):
     assert CANNOT_TELL in card["detail"]
     assert ordered_drugs(card) == {"filgrastim", "valacyclovir"}
     assert risk(r.json()["cards"])["extension"]["hematotox-cds"]["hematotox"]["confirmed"]["group"] == "high"
+
+
+def test_ht_low_with_gcsf_on_order_keeps_probably_not_needed_in_the_summary(client):
+    """Review finding 10(e): for an HT-low patient, G-CSF on order is exactly when "G-CSF probably not
+    needed" matters; the order must not take it out of the summary."""
+    card = prophylaxis(cards(client, "T1", meds=[medication("g1", "68442", "filgrastim")]))
+    assert "G-CSF probably not needed" in card["summary"]
+    assert "already ordered: filgrastim" in line(card, "- G-CSF probably not necessary")

@@ -526,7 +526,9 @@ def test_an_untrusted_value_never_turns_an_answer_favourable(series: Any, today_
     labs[i]["valueQuantity"]["unit"] = labs[i]["valueQuantity"]["code"] = "10*12/L"
     before, after = _run_series(series, today_day), run(labs, today_day)
     _wider(before, after, tuple(RESULT_MEASURES))
-    assert after.current_severe_run.min <= before.current_severe_run.min
+    # Review finding 5 (§9.6): a lost latest ANC keeps the sure run of the last sure-below day, which
+    # may exceed the run the trusted value ended; it never exceeds what was possible with it.
+    assert after.current_severe_run.min <= before.current_severe_run.max
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -702,3 +704,23 @@ def test_a_value_without_any_readable_time_is_flagged() -> None:
     o["effectiveDateTime"] = "09/03/2024"
     r = run([anc(2, 2.0), o, anc(4, 2.0)], today_day=5)
     assert "untimed:anc" in r.flags
+
+
+def test_untrusted_or_censored_latest_anc_keeps_the_sure_run():
+    """Review finding 5: an implausible (untrusted) or censored-unknown ANC on the latest day must not
+    reset the current run's sure length to 0; the unknown day only widens max."""
+    from service.clinical.course import course_result, courses, infusions
+    from service.clinical.labs import LabRules
+    from service.clinical.valuesets import value_sets
+    from tests.cases import obs
+    from tests.course_cases import DAY0, PATIENT, TZ, at, daily, infusion, ld_given
+
+    vs = value_sets()
+    c = courses(infusions([infusion(), ld_given()], PATIENT, vs, TZ)[0])[0]
+    today = DAY0 + timedelta(days=10)
+    for latest in (
+        obs("bad", "751-8", 200, "10*9/L", at(10)),
+        obs("cens", "751-8", 1.0, "10*9/L", at(10), comparator="<"),
+    ):
+        r = course_result([*daily(0, 9, 0.2), latest], c, today, PATIENT, vs, LabRules(tz=TZ))
+        assert (r.current_severe_run.min, r.current_severe_run.max) == (10, 11), r.current_severe_run

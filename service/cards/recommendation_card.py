@@ -44,8 +44,10 @@ SOURCE = Source(
 
 
 def _summary(group: str, items: list[Recommendation], ordered: Mapping[str, Ordered]) -> str:
-    """What this patient still needs, most important first; an item already ordered is left out."""
-    ids = {r.id for r in items if not any(c in ordered for c in r.drugs)}
+    """What this patient still needs, most important first; an item its order fulfils is left out once
+    ordered. An item without an `ordered` line (R1L "G-CSF probably not needed") is advice about the
+    order itself, so an order on file makes it matter more, not less: it stays."""
+    ids = {r.id for r in items if not (r.ordered and any(c in ordered for c in r.drugs))}
     parts = [
         text
         for rid, text in (

@@ -594,8 +594,24 @@ def _current_run(anc: AnalyteGrid, horizon: int) -> Interval:
     since = end - last
     if anc.states[last][ANC_05] == NOT:
         return Interval(0, since)
+    if anc.states[last][ANC_05] == UNKNOWN and (sure_day := _last_sure_below(anc, last)) is not None:
+        # An untrusted or censored-unknown latest result says nothing against the run: it does not end
+        # it, so the sure length stays that of the last sure-below day, and the unknown days widen max.
+        sure, possible = anc.run_ending(ANC_05, sure_day)
+        return Interval(sure, possible + end - sure_day)
     sure, possible = anc.run_ending(ANC_05, last)
     return Interval(sure, possible + since)
+
+
+def _last_sure_below(anc: AnalyteGrid, last: int) -> int | None:
+    """The last day up to ``last`` surely below 0.5, when only unknown days follow it (else None)."""
+    for d in range(last, -1, -1):
+        state = anc.states[d][ANC_05]
+        if state == BELOW:
+            return d
+        if state == NOT:
+            return None
+    return None
 
 
 def _latest(usable: Mapping[str, list[tuple[int, LabResult]]], course: Course) -> dict[str, Latest]:
