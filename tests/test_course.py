@@ -365,6 +365,14 @@ def test_an_oral_ld_drug_never_dates_the_ld_start() -> None:
     assert ld.drugs == {"fludarabine"}
 
 
+def test_a_timed_ld_administration_wins_over_a_date_only_one_of_its_day() -> None:
+    date_only = ld_given(-5, "flu-day")
+    date_only["effectiveDateTime"] = (DAY0 - timedelta(days=5)).isoformat()
+    for res in ([date_only, ld_given(-5, "flu-timed")], [ld_given(-5, "flu-timed"), date_only]):
+        ld = ld_start(_course(), res, PATIENT, VS, TZ)
+        assert (ld.ref, ld.date_only, ld.value) == ("MedicationAdministration/flu-timed", False, at(-5, 9))
+
+
 def test_ld_start_from_order() -> None:
     day = (DAY0 - timedelta(days=6)).isoformat()
     res = [ld_order("o", day), ld_order("x", at(-8), status="entered-in-error"), ld_given(-30)]

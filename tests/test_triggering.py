@@ -356,3 +356,28 @@ def test_a_timed_start_wins_over_a_date_only_start_on_the_same_day(client, url, 
     r = client.post(url, json=hook_request(hook, "p1", OBS, orders=orders))
     ext = next(c for c in r.json()["cards"] if "hematotox" in c.get("extension", {}).get("hematotox-cds", {}))
     assert ext["extension"]["hematotox-cds"]["t0"].startswith("2024-03-10T23:59:59")
+
+
+@pytest.mark.parametrize("url", [SIGN, SELECT], ids=["order-sign", "order-select"])
+def test_within_one_order_a_timed_event_wins_over_a_date_only_bound_of_its_day(client, url):
+    """The same start rule inside one order as across orders (orders.start_rank): boundsPeriod.start
+    "2024-03-10" and timing.event 2024-03-10T08:00Z in one order give LD start 08:00, not 23:59."""
+    orders = ld_orders("p1", start="2024-03-10")
+    for o in orders:
+        o["dosageInstruction"][0]["timing"]["event"] = ["2024-03-10T08:00:00+00:00"]
+    hook = "order-sign" if url == SIGN else "order-select"
+    r = client.post(url, json=hook_request(hook, "p1", OBS, orders=orders))
+    ext = next(c for c in r.json()["cards"] if "hematotox" in c.get("extension", {}).get("hematotox-cds", {}))
+    assert ext["extension"]["hematotox-cds"]["t0"] == "2024-03-10T08:00:00+00:00"
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["as listed", "reversed"])
+def test_one_instant_in_two_offsets_gives_one_t0_text_whatever_the_order(client, reverse):
+    orders = ld_orders("p1")
+    orders[0]["dosageInstruction"][0]["timing"]["repeat"]["boundsPeriod"]["start"] = "2024-03-10T09:00:00+01:00"
+    orders[1]["dosageInstruction"][0]["timing"]["repeat"]["boundsPeriod"]["start"] = "2024-03-10T08:00:00+00:00"
+    if reverse:
+        orders.reverse()
+    r = client.post(SIGN, json=hook_request("order-sign", "p1", OBS, orders=orders))
+    ext = next(c for c in r.json()["cards"] if "hematotox" in c.get("extension", {}).get("hematotox-cds", {}))
+    assert ext["extension"]["hematotox-cds"]["t0"] == "2024-03-10T08:00:00+00:00"

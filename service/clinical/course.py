@@ -64,7 +64,7 @@ from service.clinical.course_grid import (
 from service.clinical.fhirjson import as_dict, dicts
 from service.clinical.labs import LabResult, LabRules, by_issued, derive_anc, parse_fhir_datetime, parse_observation
 from service.clinical.medications import belongs_to, match_drug, medication_concepts, resource_ref
-from service.clinical.orders import ORDER_TYPES, Regimen, Trigger, is_oral_form, planned_start
+from service.clinical.orders import ORDER_TYPES, Regimen, Trigger, is_oral_form, planned_start, start_rank
 from service.clinical.phenotype import PhenotypeName, candidates
 from service.clinical.valuesets import ValueSets
 
@@ -397,7 +397,7 @@ def ld_start(course: Course, resources: Iterable[Resource], patient_id: str, vs:
     drugs = frozenset(x[3] for x in given + ordered)
     for source, found in (("administration", given), ("order", ordered)):
         if found:
-            when, date_only, ref, _ = min(found, key=lambda x: (x[0], x[2]))
+            when, date_only, ref, _ = min(found, key=lambda x: (start_rank((x[0], x[1]), tz), x[2]))
             t0, value = ld_anchor(when, date_only, tz)
             src: LdSource = "administration" if source == "administration" else "order"
             return LdStart(t0, value, date_only, src, ref or None, drugs, ())

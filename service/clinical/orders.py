@@ -7,7 +7,7 @@ or text-only medications, contained Medications. Only the fields used here are c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time, tzinfo
+from datetime import date, datetime, time, tzinfo
 from typing import Any, Literal
 
 from service.clinical.fhirjson import as_dict, as_list, dicts
@@ -48,6 +48,15 @@ class Trigger:
     t0_date_only: bool
 
 
+def start_rank(start: tuple[datetime, bool], tz: tzinfo) -> tuple[date, bool, datetime, str]:
+    """Sort key for competing LD starts (when, date_only), one rule wherever starts compete (within an order,
+    across the draft's orders, across a course's administrations or orders): the earliest local day; on it a
+    timed start before a date-only one (the date-only one names the same day, the timed one says when on it);
+    then the earliest instant, then its text, so that one instant in two offsets never depends on input order."""
+    when, date_only = start
+    return when.astimezone(tz).date(), date_only, when, when.isoformat()
+
+
 def _planned_start(order: dict[str, Any], tz: tzinfo) -> tuple[datetime, bool] | None:
     starts: list[tuple[datetime, bool]] = []
     for di in dicts(order.get("dosageInstruction")):
@@ -56,7 +65,7 @@ def _planned_start(order: dict[str, Any], tz: tzinfo) -> tuple[datetime, bool] |
         for raw in [bounds.get("start"), *as_list(timing.get("event"))[:1]]:
             if isinstance(raw, str) and (p := parse_fhir_datetime(raw, tz)):
                 starts.append(p)
-    return min(starts, key=lambda p: p[0]) if starts else None
+    return min(starts, key=lambda s: start_rank(s, tz)) if starts else None
 
 
 def planned_start(order: dict[str, Any], tz: tzinfo) -> tuple[datetime, bool] | None:
@@ -178,13 +187,9 @@ def find_trigger(
     validated = regimen == "flu-cy" and (product is None or product in vs.validated_products)
     dated = [(o.start, o.start_date_only) for o in triggering if o.start is not None]
     if dated:
-        # The earliest local day with a planned start; on it, a timed start wins over a date-only one (the
-        # date-only order names the same day, the timed one says when on it), whatever the orders' order.
-        first_day = min(start.astimezone(tz).date() for start, _ in dated)
-        timed = [start for start, date_only in dated if not date_only and start.astimezone(tz).date() == first_day]
-        if timed:
-            return Trigger(tuple(triggering), regimen, product, validated, min(timed), False, False)
-        # A date-only LD start: labs drawn that day are pre-LD in practice, so the day counts whole.
-        t0 = datetime.combine(first_day, time.max, tz)
-        return Trigger(tuple(triggering), regimen, product, validated, t0, False, True)
+        t0, date_only = min(dated, key=lambda s: start_rank(s, tz))
+        if date_only:
+            # A date-only LD start: labs drawn that day are pre-LD in practice, so the day counts whole.
+            t0 = datetime.combine(t0.astimezone(tz).date(), time.max, tz)
+        return Trigger(tuple(triggering), regimen, product, validated, t0, False, date_only)
     return Trigger(tuple(triggering), regimen, product, validated, now, True, False)
