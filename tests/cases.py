@@ -341,6 +341,17 @@ def prefetch_for(observations: list[dict], patient: str) -> dict:
     return pre
 
 
+def fhir_authorization(token: str | None = None) -> dict[str, Any]:
+    """The hook's fhirAuthorization as an EHR sends it (every service's requests use the same shape)."""
+    return {
+        "access_token": token or "secret-token-xyz",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "cds-service",
+    }
+
+
 def hook_request(
     hook: str,
     patient: str,
@@ -367,11 +378,5 @@ def hook_request(
         req["prefetch"] = prefetch_for(observations, patient)
     if fhir_server:
         req["fhirServer"] = fhir_server
-        req["fhirAuthorization"] = {
-            "access_token": token or "secret-token-xyz",
-            "token_type": "Bearer",
-            "expires_in": 300,
-            "scope": "patient/*.read",
-            "subject": "cds-service",
-        }
+        req["fhirAuthorization"] = fhir_authorization(token)
     return req

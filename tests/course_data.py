@@ -17,7 +17,7 @@ from typing import Any
 
 from service.cards.follow_up_hook import ADMINISTRATIONS_KEY, INFUSION_KEY, ORDERS_KEY
 from service.clinical.valuesets import value_sets
-from tests.cases import RXNORM, obs, searchset
+from tests.cases import RXNORM, fhir_authorization, obs, searchset
 
 AXI_CEL = "1987402"
 FLUDARABINE, CYCLOPHOSPHAMIDE, FILGRASTIM = "24698", "3002", "68442"
@@ -155,13 +155,7 @@ def patient_view(
         req["prefetch"] = prefetch
     if fhir_server:
         req["fhirServer"] = fhir_server
-        req["fhirAuthorization"] = {
-            "access_token": token or "secret-token-xyz",
-            "token_type": "Bearer",
-            "expires_in": 300,
-            "scope": "patient/*.read",
-            "subject": "cds-service",
-        }
+        req["fhirAuthorization"] = fhir_authorization(token)
     return req
 
 

@@ -77,7 +77,7 @@ class OrderHookPipeline:
         trigger = trigger_for(ctx, self.clinic, datetime.now(UTC))
         t = trace.lap("parse", trace.started)
         if trigger is None:
-            return self._done(req, service, trace, HookAnswer(200, EMPTY), 0)
+            return _done(req, service, trace, HookAnswer(200, EMPTY), 0)
 
         templates = self.clinic.templates
         # SSRF guard: a server that is not allowed is never contacted.
@@ -85,7 +85,7 @@ class OrderHookPipeline:
             self.allowlist, req.fhirServer, lacking(templates, req.prefetch), set(HT_KEYS)
         )
         if refusal:
-            return self._done(req, service, trace, HookAnswer(412, refusal), 0)
+            return _done(req, service, trace, HookAnswer(412, refusal), 0)
 
         # order-select's data serves order-sign (same issuer, server, user, patient, LD orders);
         # never in place of a client's own first page: it may hold results newer than the cache.
@@ -112,7 +112,7 @@ class OrderHookPipeline:
             metrics.count_fhir_fetches(exc.meta)
             trace.fetch = _fetch_summary(cache, exc.meta)
             outcome = {"resourceType": "OperationOutcome", "issue": exc.issues()}
-            return self._done(req, service, trace, HookAnswer(412, outcome), 0)
+            return _done(req, service, trace, HookAnswer(412, outcome), 0)
         t = trace.lap("fetch", t)
         metrics.count_fhir_fetches(resolved.meta)
 
@@ -123,12 +123,7 @@ class OrderHookPipeline:
         trace.lap("cards", t)
         metrics.count_cards(cards)
         trace.fetch = _fetch_summary(cache, resolved.meta)
-        return self._done(req, service, trace, HookAnswer(200, answer), len(cards))
-
-    def _done(
-        self, req: HookRequest, service: ServiceDefinition, trace: _Trace, answer: HookAnswer, n_cards: int
-    ) -> HookAnswer:
-        return _done(req, service, trace, answer, n_cards)
+        return _done(req, service, trace, HookAnswer(200, answer), len(cards))
 
 
 def _caller(issuer: str) -> str:
