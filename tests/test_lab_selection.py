@@ -757,3 +757,49 @@ def test_a_date_only_result_of_t0s_day_never_replaces_a_worse_one(client: TestCl
         ],
         worse_kept,
     )
+
+
+# ---------------------------------------------------------------- a subject that cannot be read (review finding 10(d))
+
+UNREADABLE_SUBJECTS = {
+    "a string": "Patient/p",
+    "display only": {"display": "Jane Doe"},
+    "identifier only": {"identifier": {"system": "urn:mrn", "value": "123"}},
+    "urn:uuid": {"reference": "urn:uuid:5b0a3e34-8b2b-4c6b-9f4a-0f2c5a6b7c8d"},
+    "a group": {"reference": "Group/ward-7"},
+    "a number": {"reference": 7},
+}
+
+
+@pytest.mark.parametrize("subject", UNREADABLE_SUBJECTS.values(), ids=list(UNREADABLE_SUBJECTS))
+def test_a_newest_anc_whose_subject_cannot_be_read_blocks_the_older_one(client: TestClient, subject: object) -> None:
+    """It came in this patient's search but may not be theirs: never dropped in silence (an older normal
+    value would then decide), untrusted instead, and the card says what to correct."""
+    base = [*defaults("anc", "fer"), obs("fer", "2276-4", 700, "ng/mL", patient=P)]
+    newest = obs("anc-new", "751-8", 0.3, "10*9/L", TWO_H, patient=P) | {"subject": subject}
+
+    def check(ht: Json, text: str) -> None:
+        anc = component(ht, "anc")
+        assert anc["status"] == "implausible" and anc["untrusted"] == "Observation/anc-new"
+        assert ht["confirmed"]["group"] != "low"
+        assert "unreadable patient reference: correct Observation/anc-new" in status_cell(text, "ANC")
+
+    every_order(client, base, [newest, obs("anc-old", "751-8", 3.0, "10*9/L", THIRTY_H, patient=P)], check)
+
+
+@pytest.mark.parametrize(
+    "reference",
+    ["Patient/p/_history/3", "https://ehr.example/fhir/Patient/p", "https://ehr.example/fhir/Patient/p/_history/1"],
+)
+def test_this_patients_reference_in_any_form_is_read(client: TestClient, reference: str) -> None:
+    newest = obs("anc-new", "751-8", 0.3, "10*9/L", TWO_H, patient=P) | {"subject": {"reference": reference}}
+    ht, _ = risk(client, [*defaults("anc"), newest])
+    anc = component(ht, "anc")
+    assert anc["status"] == "current" and anc["observation"] == "Observation/anc-new"
+
+
+def test_another_patients_result_is_dropped(client: TestClient) -> None:
+    other = obs("anc-new", "751-8", 0.3, "10*9/L", TWO_H, patient=P) | {"subject": {"reference": "Patient/q"}}
+    ht, _ = risk(client, [*defaults("anc"), other, obs("anc-old", "751-8", 3.0, "10*9/L", THIRTY_H, patient=P)])
+    anc = component(ht, "anc")
+    assert anc["status"] == "current" and anc["observation"] == "Observation/anc-old" and "untrusted" not in anc

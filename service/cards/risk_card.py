@@ -170,6 +170,8 @@ def _status_text(c: Component, tz: tzinfo) -> str:
     if u.effective is not None:
         what.append(local_time(u.effective, tz, date_only=u.date_only))
     label = ", ".join(what) or "the untrusted result"
+    if u.problem == "subject":  # in this patient's search, but its subject names no readable patient
+        return f"unreadable patient reference: correct {label}"
     if c.status == "untimed":
         return f"{text}: correct {label}"
     return f"{text}; repeat {label}" if c.status == "implausible" else f"{text}; implausible {label}: repeat"

@@ -62,7 +62,15 @@ from service.clinical.course_grid import (
     build_grid,
 )
 from service.clinical.fhirjson import as_dict, dicts
-from service.clinical.labs import LabResult, LabRules, by_issued, derive_anc, parse_fhir_datetime, parse_observation
+from service.clinical.labs import (
+    UNTRUSTED,
+    LabResult,
+    LabRules,
+    by_issued,
+    derive_anc,
+    parse_fhir_datetime,
+    parse_observation,
+)
 from service.clinical.medications import belongs_to, match_drug, medication_concepts, resource_ref
 from service.clinical.orders import ORDER_TYPES, Regimen, Trigger, is_oral_form, planned_start, start_rank
 from service.clinical.phenotype import PhenotypeName, candidates
@@ -91,10 +99,6 @@ ORDER_NEVER_STOOD: Final = frozenset({"entered-in-error", "cancelled", "revoked"
 
 COURSE_ANALYTES: Final = ("anc", "platelets", "hemoglobin")
 _ANC_PARTS: Final = frozenset({"seg_abs", "band_abs", "wbc", "neut_pct", "seg_pct", "band_pct"})
-# A value that is there but cannot be trusted (implausible, a rejected unit, an unreadable comparator)
-# is probably the patient's value in a wrong unit: its day's value is unknown, never dropped, so that
-# gap filling cannot give it a favourable state from its neighbours [our reading of §9.3 + §1.5 step 2].
-_UNTRUSTED: Final = frozenset({"implausible", "unit", "comparator"})
 
 
 @dataclass(frozen=True)
@@ -487,7 +491,10 @@ def course_result(
         if r is not None and r.problem == "no-time":
             # Neither effective[x] nor issued readable: no day to put it on, but never lost in silence.
             flags.add(f"untimed:{'anc' if r.analyte in _ANC_PARTS else r.analyte}")
-        if r is None or r.effective is None or (r.problem is not None and r.problem not in _UNTRUSTED):
+        # A value that is there but cannot be trusted (labs.UNTRUSTED: implausible, a rejected unit, an
+        # unreadable comparator or subject) leaves its day unknown, never dropped, so that gap filling cannot
+        # give it a favourable state from its neighbours [our reading of §9.3 + §1.5 step 2].
+        if r is None or r.effective is None or (r.problem is not None and r.problem not in UNTRUSTED):
             continue
         if r.analyte not in _ANC_PARTS and r.analyte not in placed:
             continue

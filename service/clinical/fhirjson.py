@@ -6,7 +6,17 @@ object, a string or a number. These two readers make every such place a skip, ne
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# A Patient reference, relative or absolute, optionally versioned ("Patient/7/_history/2"), with a FHIR id.
+_PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
+
+
+def patient_ref_id(ref: object) -> str | None:
+    """The patient id a reference string names, or None (not a string, a urn:uuid, a Group, a display)."""
+    found = _PATIENT_REF.search(ref) if isinstance(ref, str) else None
+    return found.group(1) if found else None
 
 
 def as_list(value: object) -> list[Any]:

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from service.clinical.fhirjson import as_list, dicts
+from service.clinical.fhirjson import as_list, dicts, patient_ref_id
 from service.clinical.hematotox import MAX_POINTS, Points, Span, points
 from service.clinical.units import CANONICAL, PLAUSIBLE, UnitRejected, is_plausible, to_canonical
 from service.clinical.valuesets import LOINC, LabCode, ValueSets
@@ -22,13 +22,16 @@ USABLE_STATUS = frozenset({"final", "amended", "corrected"})
 COMPARATORS = frozenset({"<", "<=", ">", ">="})
 _NOTHING: frozenset[str] = frozenset()
 
-Problem = Literal["implausible", "unit", "status", "absent", "no-value", "no-time", "comparator"]
+Problem = Literal["implausible", "unit", "status", "absent", "no-value", "no-time", "comparator", "subject"]
 TimeClass = Literal["current", "stale", "old", "after"]
 Status = Literal["current", "stale", "missing", "censored", "implausible", "untimed"]
 # A result with a number we cannot trust (spec §1.5 rule 3 step 2): implausible (§6.2), a rejected or
 # unknown unit (§6.1, §6.3; molar CRP/ferritin without a configured factor), or a comparator that is
 # no FHIR comparator. Unlike a result without a number, it makes the analyte missing.
-UNTRUSTED: frozenset[Problem] = frozenset({"implausible", "unit", "comparator"})
+# A result whose subject cannot be read as a Patient reference ("subject") is untrusted too: it is in this
+# patient's search, but it may not be theirs. Dropping it would let an older value decide [our safe reading,
+# review finding 10(d)]; a subject that names another patient is dropped.
+UNTRUSTED: frozenset[Problem] = frozenset({"implausible", "unit", "comparator", "subject"})
 # A value with neither a readable effective[x] nor a readable ``issued`` ("no-time") cannot be placed
 # before or after T0, nor in either window: it may be the patient's newest value and the one that
 # scores, so it makes its analyte (an ANC part: the ANC) missing in both windows [our safe reading of
@@ -149,12 +152,21 @@ def _decimal(x: object) -> Decimal | None:
     return d if d.is_finite() and -30 <= d.adjusted() <= 30 else None
 
 
-def _subject_ok(obs: dict[str, Any], patient_id: str) -> bool:
+def _subject_patient(obs: dict[str, Any]) -> str | None:
+    """The patient id the subject names; "" when there is no subject (optional in R4: the query already
+    selected the patient); None when it is there but no Patient reference can be read from it (a string,
+    a display or identifier only, a urn:uuid, a Group)."""
     subject = obs.get("subject")
-    if subject is None:  # optional in R4; the query already selected the patient
-        return True
-    ref = subject.get("reference") if isinstance(subject, dict) else None
-    return isinstance(ref, str) and (ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}"))
+    if subject is None:
+        return ""
+    return patient_ref_id(subject.get("reference")) if isinstance(subject, dict) else None
+
+
+def _not_foreign(obs: dict[str, Any], patient_id: str) -> bool:
+    subject = obs.get("subject")
+    if isinstance(subject, dict) and subject.get("reference") == f"Patient/{patient_id}":
+        return True  # the common case, without a regular expression
+    return _subject_patient(obs) in ("", None, patient_id)
 
 
 def _raw_effective(obs: dict[str, Any]) -> object:
@@ -211,7 +223,7 @@ def _head(obs: object, patient_id: str, vs: ValueSets, rules: LabRules) -> tuple
             if isinstance(k, str) and k in lab_codes:
                 lab = lab_codes[k]
                 break
-    if lab is None or not _subject_ok(obs, patient_id):
+    if lab is None or not _not_foreign(obs, patient_id):
         return None
     return lab, _effective(obs, rules.tz)
 
@@ -229,10 +241,12 @@ def _body(obs: dict[str, Any], lab: LabCode, eff: Effective | None, rules: LabRu
 
     # Membership only for strings: a client may send any JSON there, and a dict is not hashable.
     status = obs.get("status")
-    if not isinstance(status, str) or not (
+    if _subject_patient(obs) is None:
+        problem: Problem | None = "subject"
+    elif not isinstance(status, str) or not (
         status in USABLE_STATUS or (rules.accept_preliminary and status == "preliminary")
     ):
-        problem: Problem | None = "status"
+        problem = "status"
     elif obs.get("dataAbsentReason") is not None:
         problem = "absent"
     else:
@@ -719,7 +733,7 @@ def assess_all(
         lab, eff = head
         if eff is None:
             r = _body(obs, lab, eff, rules)
-            if r.problem == "no-time":
+            if r.problem in ("no-time", "subject"):  # cannot be placed, or not known to be theirs
                 untimed.setdefault("anc" if lab.analyte in _ANC_PARTS else lab.analyte, []).append(r)
             continue
         if lab.analyte in _ANC_PARTS:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from service.clinical.fhirjson import as_list, dicts
+from service.clinical.fhirjson import as_list, dicts, patient_ref_id
 from service.clinical.valuesets import RXNORM, ValueSets
 
 
@@ -26,8 +26,7 @@ def belongs_to(order: dict[str, Any], patient_id: str) -> bool:
     if holder is None:
         # Draft orders in a hook are in this patient's chart; a missing subject is sloppy, not foreign.
         return True
-    ref = holder.get("reference") if isinstance(holder, dict) else None
-    return isinstance(ref, str) and (ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}"))
+    return isinstance(holder, dict) and patient_ref_id(holder.get("reference")) == patient_id
 
 
 def referenced_medications(order: dict[str, Any], resources: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

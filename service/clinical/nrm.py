@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 from typing import Any
 
-from service.clinical.fhirjson import as_dict, dicts
+from service.clinical.fhirjson import as_dict, dicts, patient_ref_id
 from service.clinical.labs import Component, LabResult, parse_fhir_datetime
 
 SNOMED = "http://snomed.info/sct"
@@ -71,7 +71,7 @@ def diabetes(
             continue
         subj = c.get("subject")
         ref = subj.get("reference") if isinstance(subj, dict) else None
-        if isinstance(ref, str) and not (ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}")):
+        if isinstance(ref, str) and patient_ref_id(ref) != patient_id:
             continue
         if _status(c.get("verificationStatus")) in VERIFICATION_EXCLUDED:
             continue

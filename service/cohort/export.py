@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from service.clinical.fhirjson import patient_ref_id
 from service.clinical.nrm import ECOG_LOINC
 from service.cohort.problems import Kind
 from service.cohort.store import PartWriter
@@ -30,9 +31,6 @@ SUFFIXES = (".ndjson", ".ndjson.gz")
 CHUNK_BYTES = 32 * 1024 * 1024  # one task of the reading step (plain files are split at line starts)
 
 _PREFIX = re.compile(r"[A-Za-z]+")
-# The reference forms the clinical rules accept as "this patient" (`Patient/<id>` or `…/Patient/<id>`),
-# with a FHIR id: anything else could not be matched to the patient later and is reported instead.
-_PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})$")
 # A Patient reference inside a line that is not JSON: enough to say whose data was lost.
 _LOOSE_REF = re.compile(rb'Patient/([A-Za-z0-9\-.]{1,64})"')
 
@@ -116,9 +114,9 @@ def _lines(c: Chunk) -> Iterator[bytes]:
 
 def patient_of(resource: dict[str, object]) -> str | None:
     holder = resource.get("subject") or resource.get("patient")  # R4 subject, DSTU2 patient
-    ref = holder.get("reference") if isinstance(holder, dict) else None
-    m = _PATIENT_REF.search(ref) if isinstance(ref, str) else None
-    return m.group(1) if m else None
+    # The reference forms the clinical rules accept as "this patient" (fhirjson.patient_ref_id): anything
+    # else could not be matched to the patient later and is reported instead.
+    return patient_ref_id(holder.get("reference")) if isinstance(holder, dict) else None
 
 
 def shard_of(patient: str, n_shards: int) -> int:
