@@ -68,7 +68,7 @@ ALL_ORDERED = [
     medication("m-av", None, "Valtrex 500 mg tablet"),
     medication("m-pjp", "10831", "trimethoprim-sulfamethoxazole"),
     medication("m-fq", None, "levofloxacin 500 mg"),
-    medication("m-az", "282446", "posaconazole", status="draft", authored="2024-03-09T23:30:00+00:00"),
+    medication("m-az", "282446", "posaconazole", authored="2024-03-09T23:30:00+00:00"),
 ]
 
 

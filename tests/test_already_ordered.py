@@ -1,5 +1,6 @@
-"""Issue 12 items 6 and 8 through the HTTP layer: the card wording, and "already ordered" from the
-`medications` prefetch key and the hook's own draft orders (with prefetch, against the real FHIR
+"""Issue 12 items 6 and 8 through the HTTP layer: the card wording, and what is already on order from the
+`medications` prefetch key ("on chart") and the hook's own draft orders ("in this order set"), systemic
+forms only (review finding 3) (with prefetch, against the real FHIR
 server with no prefetch, and with the key failing)."""
 
 from __future__ import annotations
@@ -98,45 +99,152 @@ def test_times_carry_their_zone():
 # ------------------------------------------------------------------------------ item 8: with prefetch
 
 
-def test_coded_order_on_the_chart_is_already_ordered_and_not_offered_again(client):
+def test_coded_order_on_the_chart_is_named_and_keeps_its_button(client):
+    """Review finding 3: a chart order only informs (the list may be stale); the button and the summary
+    item stay."""
     card = prophylaxis(cards(client, meds=[medication("v1", "73645", "valacyclovir 500 mg")]))
-    assert line(card, "- HSV/VZV") == "- HSV/VZV · G [1] — already ordered: valacyclovir 2024-03-08"
-    assert ordered_drugs(card) == {"filgrastim"}
-    assert "HSV/VZV" not in card["summary"]
+    assert line(card, "- HSV/VZV") == "- HSV/VZV · G [1] — on chart: valacyclovir 2024-03-08"
+    assert ordered_drugs(card) == {"filgrastim", "valacyclovir"}
+    assert "HSV/VZV" in card["summary"]
     assert CANNOT_TELL not in card["detail"]
 
 
 def test_text_only_order_is_found_by_name(client):
     card = prophylaxis(cards(client, meds=[medication("v1", None, "Valtrex 1 g tablet")]))
-    assert "already ordered: valacyclovir 2024-03-08" in line(card, "- HSV/VZV")
-    assert "valacyclovir" not in ordered_drugs(card)
+    assert "on chart: valacyclovir 2024-03-08" in line(card, "- HSV/VZV")
 
 
-@pytest.mark.parametrize("status", ["stopped", "completed", "cancelled", "entered-in-error", "on-hold", None])
-def test_only_active_or_draft_chart_orders_count(client, status):
+@pytest.mark.parametrize("status", ["stopped", "completed", "cancelled", "entered-in-error", "on-hold", "draft", None])
+def test_only_active_chart_orders_count(client, status):
     m = medication("v1", "73645", "valacyclovir", status=status or "active")
     if status is None:
         del m["status"]
     card = prophylaxis(cards(client, meds=[m]))
-    assert "already ordered" not in card["detail"]
+    assert "on chart" not in card["detail"]
     assert "valacyclovir" in ordered_drugs(card)
+
+
+@pytest.mark.parametrize("intent", ["plan", "proposal", "instance-order", None])
+def test_only_chart_orders_of_intent_order_count(client, intent):
+    m = medication("v1", "73645", "valacyclovir")
+    if intent is None:
+        del m["intent"]
+    else:
+        m["intent"] = intent
+    assert "on chart" not in prophylaxis(cards(client, meds=[m]))["detail"]
+
+
+def test_a_dstu2_medication_order_is_an_order_by_its_type(client):
+    m = {**medication("v1", "73645", "valacyclovir"), "resourceType": "MedicationOrder", "dateWritten": "2024-03-01"}
+    del m["intent"], m["authoredOn"]
+    assert "on chart: valacyclovir 2024-03-01" in line(prophylaxis(cards(client, meds=[m])), "- HSV/VZV")
+
+
+@pytest.mark.parametrize(
+    ("authored", "start", "shown"),
+    [
+        ("2024-02-25", None, "2024-02-25"),  # LD start 2024-03-10 minus 14 days: still current
+        ("2024-02-24", None, None),  # one day older: may have lapsed
+        ("2024-02-24T23:30:00-02:00", None, "2024-02-25"),  # the facility's (UTC) day decides
+        ("2023-06-01", "2024-03-09", "2024-03-09"),  # written long ago, starts now: the start is shown
+        (None, "2024-03-12", "2024-03-12"),
+        (None, None, None),  # undated: cannot tell it is current
+    ],
+)
+def test_chart_orders_count_only_from_14_days_before_ld(client, authored, start, shown):
+    m = medication("v1", "73645", "valacyclovir", authored=authored)
+    if start:
+        m["dosageInstruction"] = [{"timing": {"repeat": {"boundsPeriod": {"start": start}}}}]
+    detail = prophylaxis(cards(client, meds=[m]))["detail"]
+    if shown:
+        assert f"on chart: valacyclovir {shown}" in detail
+    else:
+        assert "on chart" not in detail
+
+
+LOCAL_USE = {
+    "snomed-topical-route": {
+        "dosageInstruction": [{"route": {"coding": [{"system": "http://snomed.info/sct", "code": "6064005"}]}}]
+    },
+    "v3-ophthalmic": {
+        "dosageInstruction": [
+            {
+                "route": {
+                    "coding": [
+                        {"system": "http://terminology.hl7.org/CodeSystem/v3-RouteOfAdministration", "code": "OPTHALTA"}
+                    ]
+                }
+            }
+        ]
+    },
+    "route-text": {"dosageInstruction": [{"route": {"text": "Left eye"}}]},
+    "dose-unit": {"dosageInstruction": [{"doseAndRate": [{"doseQuantity": {"value": 1, "unit": "ointment"}}]}]},
+    "medication-text": {"medicationCodeableConcept": {"text": "acyclovir 5% cream"}},
+    "contained-form": {
+        "medicationCodeableConcept": None,
+        "medicationReference": {"reference": "#med"},
+        "contained": [
+            {
+                "resourceType": "Medication",
+                "id": "med",
+                "code": {"text": "acyclovir"},
+                "form": {"text": "Ophthalmic ointment"},
+            }
+        ],
+    },
+}
+
+
+def _acyclovir(**extra) -> dict:
+    m = {**medication("a1", "281", "acyclovir"), **extra}
+    return {k: v for k, v in m.items() if v is not None}
+
+
+@pytest.mark.parametrize("form", LOCAL_USE)
+def test_a_local_use_order_does_not_count_on_the_chart(client, form):
+    card = prophylaxis(cards(client, meds=[_acyclovir(**LOCAL_USE[form])]))
+    assert "on chart" not in card["detail"]
+
+
+@pytest.mark.parametrize("form", LOCAL_USE)
+def test_a_local_use_draft_does_not_take_the_button_away(client, form):
+    draft = _acyclovir(**LOCAL_USE[form], status="draft")
+    card = prophylaxis(cards(client, orders=[*ld_orders(PATIENT), draft]))
+    assert "in this order set" not in card["detail"]
+    assert "valacyclovir" in ordered_drugs(card) and "HSV/VZV" in card["summary"]
+
+
+def test_free_text_instructions_never_decide_the_route(client):
+    """The dosage's text talks about other things ("apply lip cream if sore"): a systemic tablet still counts."""
+    m = medication("v1", "73645", "valacyclovir 500 mg tablet")
+    m["dosageInstruction"] = [{"text": "500 mg twice daily; apply lip cream if sore", "patientInstruction": "eye"}]
+    assert "on chart: valacyclovir" in prophylaxis(cards(client, meds=[m]))["detail"]
 
 
 def test_another_patients_order_does_not_count(client):
     m = {**medication("v1", "73645", "valacyclovir"), "subject": {"reference": "Patient/someone-else"}}
-    assert "valacyclovir" in ordered_drugs(prophylaxis(cards(client, meds=[m])))
+    assert "on chart" not in prophylaxis(cards(client, meds=[m]))["detail"]
 
 
-def test_the_hooks_own_draft_orders_count(client):
+def test_the_hooks_own_draft_orders_take_the_duplicate_away(client):
     draft = {**medication("g1", "68442", "filgrastim", status="draft", authored=None), "intent": "proposal"}
     card = prophylaxis(cards(client, orders=[*ld_orders(PATIENT), draft]))
-    assert "already ordered: filgrastim (this order set)" in line(card, "- G-CSF")
+    assert "in this order set: filgrastim" in line(card, "- G-CSF")
+    assert ordered_drugs(card) == {"valacyclovir"}
+    assert "G-CSF" not in card["summary"]
+
+
+def test_a_draft_and_a_chart_order_of_one_class(client):
+    draft = medication("g1", "68442", "filgrastim", status="draft", authored=None)
+    chart = medication("g2", "338036", "pegfilgrastim")
+    card = prophylaxis(cards(client, orders=[*ld_orders(PATIENT), draft], meds=[chart]))
+    assert "in this order set: filgrastim" in line(card, "- G-CSF")  # the order being signed decides
     assert ordered_drugs(card) == {"valacyclovir"}
 
 
-def test_every_class_on_order(client):
+def test_every_class_on_the_chart_keeps_every_button(client):
     card = prophylaxis(cards(client, meds=ALL_ORDERED))
-    assert ordered_drugs(card) == set()
+    assert ordered_drugs(card) == {"filgrastim", "valacyclovir"}
     detail = card["detail"]
     for text in (
         "filgrastim 2024-03-08",
@@ -145,7 +253,13 @@ def test_every_class_on_order(client):
         "trimethoprim-sulfamethoxazole 2024-03-08",
         "posaconazole 2024-03-09",
     ):
-        assert text in detail
+        assert f"on chart: {text}" in detail
+
+
+def test_every_class_in_this_order_set(client):
+    drafts = [{**m, "status": "draft", "intent": "proposal"} for m in ALL_ORDERED]
+    card = prophylaxis(cards(client, orders=[*ld_orders(PATIENT), *drafts]))
+    assert ordered_drugs(card) == set()
     # The monitoring order is no drug: still offered.
     assert [s["label"] for s in card["suggestions"]] == ["Order blood-count monitoring schedule (local default)"]
 
@@ -159,7 +273,7 @@ def test_unreadable_list_cannot_tell_and_still_offers_the_order(client, meds):
 
 def test_null_means_looked_and_found_nothing(client):
     card = prophylaxis(cards(client, meds=None))
-    assert CANNOT_TELL not in card["detail"] and "already ordered" not in card["detail"]
+    assert CANNOT_TELL not in card["detail"] and "on chart" not in card["detail"]
     assert ordered_drugs(card) == {"filgrastim", "valacyclovir"}
 
 
@@ -168,7 +282,7 @@ def test_a_sites_extra_drug_code_counts():
     m = medication("v1", "9999001", "house formulary antiviral")
     with TestClient(create_app(settings)) as c:
         card = prophylaxis(cards(c, meds=[m]))
-    assert "already ordered: valacyclovir" in card["detail"]
+    assert "on chart: valacyclovir" in card["detail"]
 
 
 def test_risk_extension_is_unchanged_by_the_medication_list(client):
@@ -209,8 +323,9 @@ def test_real_fhir_server_without_prefetch(fhir_server: FhirTestServer):
         r = c.post(SIGN, json=req)
     assert r.status_code == 200, r.text
     card = prophylaxis(r.json()["cards"])
-    assert "already ordered: valacyclovir 2024-03-08" in card["detail"]
-    assert ordered_drugs(card) == {"filgrastim"}  # the stopped filgrastim does not count
+    assert "on chart: valacyclovir 2024-03-08" in card["detail"]
+    assert "filgrastim 2024" not in card["detail"]  # the stopped filgrastim does not count
+    assert ordered_drugs(card) == {"filgrastim", "valacyclovir"}
 
 
 # ------------------------------------------------------------------------------ the key failing (respx)
@@ -251,4 +366,4 @@ def test_ht_low_with_gcsf_on_order_keeps_probably_not_needed_in_the_summary(clie
     needed" matters; the order must not take it out of the summary."""
     card = prophylaxis(cards(client, "T1", meds=[medication("g1", "68442", "filgrastim")]))
     assert "G-CSF probably not needed" in card["summary"]
-    assert "already ordered: filgrastim" in line(card, "- G-CSF probably not necessary")
+    assert "on chart: filgrastim" in line(card, "- G-CSF probably not necessary")

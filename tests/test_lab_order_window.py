@@ -17,7 +17,7 @@ SIGN = "/cds-services/hematotox-order-sign"
 PLATELETS = "777-3"
 
 
-def lab_orders(client: TestClient, t0: str, platelets: list[dict] | None = None) -> tuple[list[dict], dict]:
+def lab_orders(client: TestClient, t0: str | None, platelets: list[dict] | None = None) -> tuple[list[dict], dict]:
     """(the ServiceRequests of the risk card, its platelet component) for a hook whose platelets are
     `platelets` (none: missing, so the HT group stays open and labs are offered)."""
     labs = [o for o in BY_NAME["T1"].observations("p") if o["code"]["coding"][0]["code"] != PLATELETS]
@@ -84,3 +84,21 @@ def test_a_date_only_ld_start_orders_to_the_end_of_that_day():
         sr["occurrencePeriod"] == {"start": "2024-03-09T00:00:00-05:00", "end": "2024-03-12T23:59:59-04:00"}
         for sr in requests
     )
+
+
+def test_with_no_planned_ld_start_the_window_has_no_end():
+    """Review finding 10(a): T0 is then the moment of signing (spec §1.5), and an end at T0 would have
+    passed before the lab saw the order; the orders ask for any collection from the window's first day."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo("America/New_York")
+    with TestClient(create_app(dev_settings(service={"timezone": "America/New_York"}))) as c:
+        before = datetime.now(zone)
+        requests, _ = lab_orders(c, None)
+        after = datetime.now(zone)
+    first_days = {(moment.date() - timedelta(days=3)).isoformat() for moment in (before, after)}
+    assert requests
+    for sr in requests:
+        period = sr["occurrencePeriod"]
+        assert set(period) == {"start"}
+        assert period["start"][:10] in first_days and period["start"][10:19] == "T00:00:00"

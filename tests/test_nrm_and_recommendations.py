@@ -4,6 +4,7 @@ resources valid R4, and site configuration — all through the HTTP layer."""
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,6 +12,7 @@ from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from cds_hooks.validate import card_violations
+from service.clinical.recommendations import SHORT_SOURCE, TABLE
 from service.web.app import create_app
 from tests.cases import DEFAULTS, hook_request, obs, prefetch_for
 from tests.conftest import dev_settings
@@ -260,6 +262,14 @@ def test_recommendation_matrix(client, group, dm, fer):
     assert _order_codes(card) == EXPECTED_ORDERS[group]
     if group == "indeterminate":
         assert card["extension"]["hematotox-cds"]["pendingLabs"] == ["R1", "R2", "R3", "R4", "R5"]
+        # Review finding 10(b): each pending item carries its strength and its numbered source.
+        pending = next(x for x in card["detail"].splitlines() if x.startswith("**If the labs confirm HT-high**"))
+        sources = next(x for x in card["detail"].splitlines() if x.startswith("Sources:"))
+        for rid in ("R1", "R2", "R3", "R4", "R5"):
+            item = next(r for r in TABLE if r.id == rid)
+            n = re.search(rf"\({rid} · {item.strength} \[(\d)\]\)", pending)
+            assert n, (rid, pending)
+            assert f"[{n.group(1)}] {SHORT_SOURCE[item.source]}" in sources
         assert _order_codes(risk(cards)) == {"777-3"}  # exactly the missing lab
     # no repeated text across the cards
     assert risk(cards)["summary"] != card["summary"]
@@ -362,3 +372,15 @@ def test_site_snomed_diabetes_descendants():
             risk(call(c, base_obs(), [condition("c1", SNOMED, code)]))["extension"]["hematotox-cds"]["nrm"]["diabetes"]
             is True
         )
+
+
+@pytest.mark.parametrize("group", ["high", "low", "indeterminate"])
+def test_r11_carries_both_strengths_of_the_spec(client, group):
+    """Review finding 10(c), clinical-spec §4 R11: vaccination P (DESCAR-T) + G (ASH-SAP timing)."""
+    card = recs(call(client, list(GROUP_LABS[group]), []))
+    lines = card["detail"].splitlines()
+    covid = next(x for x in lines if x.startswith("- COVID-19"))
+    found = re.search(r"· P \[(\d)\]; timing G \[(\d)\]$", covid)
+    assert found, covid
+    sources = next(x for x in lines if x.startswith("Sources:"))
+    assert f"[{found.group(1)}] DESCAR-T" in sources and f"[{found.group(2)}] ASH-SAP" in sources

@@ -35,12 +35,20 @@ def test_the_prophylaxis_card_links_the_rationale_and_each_source(client):
 
 
 def test_already_ordered_does_not_depend_on_the_order_data_arrives_in():
+    from datetime import UTC, datetime
     from zoneinfo import ZoneInfo
 
     vs = value_sets()
+    T0 = datetime(2024, 3, 10, 10, tzinfo=UTC)
     chart = [*ALL_ORDERED, medication("a2", "281", "acyclovir"), medication("c2", None, "ciprofloxacin")]
     answers = {
-        tuple(sorted(prophylaxis_orders(list(p), [], PATIENT, vs, ZoneInfo("UTC")).ordered.items()))
+        tuple(sorted(prophylaxis_orders(list(p), [], PATIENT, vs, T0, ZoneInfo("UTC")).ordered.items()))
         for p in itertools.permutations(chart, len(chart))
     }
     assert len(answers) == 1
+
+
+def test_rationale_page_shows_a_second_source_of_an_item(client):
+    page = client.get("/rationale").text
+    row = page[page.index('id="R11"') :].split("</tr>")[0]
+    assert "timing: G" in row and "https://ash-sap.org/view-large/12050824" in row

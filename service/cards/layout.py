@@ -46,9 +46,13 @@ def tag(strength: str, ref: int) -> str:
     return f"{strength} [{ref}]"
 
 
-def item_line(text: str, strength: str, ref: int, note: str | None = None) -> str:
-    """One list item: its text, then strength and source, then what the chart says (e.g. already ordered)."""
-    return f"- {text} · {tag(strength, ref)}" + (f" — {note}" if note else "")
+def item_line(
+    text: str, strength: str, ref: int, note: str | None = None, also: Iterable[tuple[str, str, int]] = ()
+) -> str:
+    """One list item: its text, then strength and source (and those of a part a second source backs:
+    "P [4]; timing G [3]"), then what the chart says (e.g. on order)."""
+    tags = "; ".join([tag(strength, ref), *(f"{part} {tag(s, n)}" for part, s, n in also)])
+    return f"- {text} · {tags}" + (f" — {note}" if note else "")
 
 
 def legend(strengths: Iterable[str]) -> str:

@@ -54,10 +54,10 @@ def prefetch_templates(vs: ValueSets) -> dict[str, str]:
     out["ecog"] = f"Observation?patient={{{{context.patientId}}}}&code={LOINC}|{ECOG_LOINC}&_sort=-date&_count=5"
     out["patient"] = "Patient/{{context.patientId}}"
     out["conditions"] = "Condition?patient={{context.patientId}}&_count=200"
-    # Every active or draft order, not only the prophylaxis codes: a text-only order (no RxNorm) must
-    # be found too, and a code list would also grow with each site's extra codes; the drug classes
-    # are matched here (service/clinical/prophylaxis_orders.py), by code and by name.
-    meds = "MedicationRequest?patient={{context.patientId}}&status=active,draft"
+    # Every active order (a chart draft is no order yet), not only the prophylaxis codes: a text-only order
+    # (no RxNorm) must be found too, and a code list would also grow with each site's extra codes; the drug
+    # classes, intent and dates are checked here (service/clinical/prophylaxis_orders.py).
+    meds = "MedicationRequest?patient={{context.patientId}}&status=active"
     out[MEDICATIONS_KEY] = f"{meds}&_count={_MED_COUNT}"
     return out
 
@@ -116,11 +116,13 @@ def nrm_for(a: Assessment, ctx: OrderContext, data: Mapping[str, list[dict]], cl
     )
 
 
-def orders_for(ctx: OrderContext, data: Mapping[str, list[dict]], clinic: Clinic) -> ProphylaxisOrders:
+def orders_for(
+    trigger: Trigger, ctx: OrderContext, data: Mapping[str, list[dict]], clinic: Clinic
+) -> ProphylaxisOrders:
     """The prophylaxis drugs on order: the optional `medications` key (absent = could not be read)
     and the hook's own draft orders, which count whether or not the chart could be read."""
     return prophylaxis_orders(
-        _optional(data, MEDICATIONS_KEY), ctx.draft_orders, ctx.patient_id, clinic.vs, clinic.rules.tz
+        _optional(data, MEDICATIONS_KEY), ctx.draft_orders, ctx.patient_id, clinic.vs, trigger.t0, clinic.rules.tz
     )
 
 
@@ -136,7 +138,11 @@ def risk_card(a: Assessment, nrm: NrmProfile, ctx: OrderContext, clinic: Clinic)
     suggestions = None
     if a.confirmed.could_change_group:
         requests = missing_lab_requests(
-            ctx.patient_id, list(a.confirmed.could_change_group), a.trigger.t0, clinic.rules
+            ctx.patient_id,
+            list(a.confirmed.could_change_group),
+            a.trigger.t0,
+            clinic.rules,
+            t0_assumed=a.trigger.t0_assumed,
         )
         suggestions = [
             Suggestion(
@@ -177,7 +183,7 @@ def cards_for(trigger: Trigger, ctx: OrderContext, data: Mapping[str, list[dict]
             indeterminate_as_high=clinic.indeterminate_as_high,
             drugs=clinic.drugs,
             monitoring=clinic.monitoring,
-            on_chart=orders_for(ctx, data, clinic),
+            on_chart=orders_for(a.trigger, ctx, data, clinic),
             rationale_url=clinic.rationale_url,
         ),
     ]

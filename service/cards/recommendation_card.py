@@ -43,11 +43,16 @@ SOURCE = Source(
 )
 
 
+def _in_this_order_set(drug_class: str, ordered: Mapping[str, Ordered]) -> bool:
+    return drug_class in ordered and ordered[drug_class].in_this_hook
+
+
 def _summary(group: str, items: list[Recommendation], ordered: Mapping[str, Ordered]) -> str:
-    """What this patient still needs, most important first; an item its order fulfils is left out once
-    ordered. An item without an `ordered` line (R1L "G-CSF probably not needed") is advice about the
-    order itself, so an order on file makes it matter more, not less: it stays."""
-    ids = {r.id for r in items if not (r.ordered and any(c in ordered for c in r.drugs))}
+    """What this patient still needs, most important first; an item that this order set fulfils is left
+    out. A chart order does not take an item out: the list may be stale (prophylaxis_orders.py). An item
+    without an `ordered` line (R1L "G-CSF probably not needed") is advice about the order itself, so an
+    order makes it matter more, not less: it stays."""
+    ids = {r.id for r in items if not (r.ordered and any(_in_this_order_set(c, ordered) for c in r.drugs))}
     parts = [
         text
         for rid, text in (
@@ -65,12 +70,12 @@ def _summary(group: str, items: list[Recommendation], ordered: Mapping[str, Orde
 
 def _ordered_note(r: Recommendation, ordered: Mapping[str, Ordered]) -> str | None:
     hits = [ordered[c] for c in r.drugs if c in ordered]
-    if not hits:
-        return None
-    return "already ordered: " + ", ".join(
-        f"{o.drug} {'(this order set)' if o.in_this_hook else (o.authored.isoformat() if o.authored else '(undated)')}"
-        for o in hits
+    here = [o.drug for o in hits if o.in_this_hook]
+    chart = [f"{o.drug} {o.authored.isoformat() if o.authored else '(undated)'}" for o in hits if not o.in_this_hook]
+    parts = ([f"in this order set: {', '.join(here)}"] if here else []) + (
+        [f"on chart: {', '.join(chart)}"] if chart else []
     )
+    return "; ".join(parts) or None
 
 
 def recommendation_card(
@@ -176,19 +181,25 @@ def _card_text(
             if "(X)" in r.short:
                 strengths.append("X")
             n = refs.number(SHORT_SOURCE[r.source], r.source[1])
+            also = [(part, s, refs.number(SHORT_SOURCE[src], src[1])) for part, s, src in r.also]
+            strengths += [s for _, s, _ in r.also]
             note = _ordered_note(r, on_order)
-            # Already on order: the item's name is enough, the note says what and since when.
+            # On order: the item's name is enough, the note says what and since when (the button's label and
+            # the rationale page keep the full text, for a chart order that turns out to have lapsed).
             text = (r.ordered or r.short) if note else r.short
-            lines.append(item_line(text, strength, n, note))
+            lines.append(item_line(text, strength, n, note, also))
         lines.append("")
     if not lines or not lines[0].startswith("**Infection"):
         lines[:0] = [f"**Infection prophylaxis, {head}**", ""]
     if pending:
-        lines.append(
-            "**If the labs confirm HT-high** (not yet): "
-            + ", ".join(f"{r.title.split(' (')[0]} ({r.id})" for r in pending)
-            + "."
-        )
+        # Each pending item with its strength and source too: what a clinician may act on ahead of the labs
+        # must say how strong it is (review finding 10(b)).
+        pending_parts = []
+        for r in pending:
+            strengths.append(r.strength)
+            n = refs.number(SHORT_SOURCE[r.source], r.source[1])
+            pending_parts.append(f"{r.title.split(' (')[0]} ({r.id} · {r.strength} [{n}])")
+        lines.append("**If the labs confirm HT-high** (not yet): " + ", ".join(pending_parts) + ".")
     if not chart_read:
         lines.append("Medication list unreadable: cannot tell whether already ordered.")
     lines += [legend(strengths), refs.line(), f"Rules {ruleset}."]
@@ -206,8 +217,8 @@ def _suggestions(
 ) -> list[Suggestion]:
     out = []
     for r in items:
-        # No duplicate: a drug already on order (or in this order set) gets no button.
-        if r.order is None or r.order in ordered:
+        # No duplicate of a draft in this order set; a chart order keeps the button (its list may be stale).
+        if r.order is None or _in_this_order_set(r.order, ordered):
             continue
         if r.order == "monitoring":
             schedule = monitoring or DEFAULT_MONITORING

@@ -65,7 +65,7 @@ def medication_request(patient_id: str, drug: Drug, note: str) -> dict:
 
 
 def service_request(
-    patient_id: str, code: tuple[str, str], text: str, *, period: tuple[datetime, datetime] | None = None
+    patient_id: str, code: tuple[str, str], text: str, *, period: tuple[datetime, datetime | None] | None = None
 ) -> dict:
     sr = {
         "resourceType": "ServiceRequest",
@@ -79,17 +79,23 @@ def service_request(
         "note": [{"text": text}],
     }
     if period:
-        sr["occurrencePeriod"] = {
-            "start": period[0].isoformat(timespec="seconds"),
-            "end": period[1].isoformat(timespec="seconds"),
-        }
+        start, end = period
+        occurrence = {"start": start.isoformat(timespec="seconds")}
+        if end is not None:
+            occurrence["end"] = end.isoformat(timespec="seconds")
+        sr["occurrencePeriod"] = occurrence
     return sr
 
 
-def missing_lab_requests(patient_id: str, analytes: list[str], t0: datetime, rules: LabRules) -> list[dict]:
+def missing_lab_requests(
+    patient_id: str, analytes: list[str], t0: datetime, rules: LabRules, *, t0_assumed: bool = False
+) -> list[dict]:
     """Exactly the labs that keep the HT group open, to be collected within the window the score
-    counts (facility calendar days, spec §1.5 rule 2), so that a result drawn in it is used."""
-    window = eligible_window(t0, rules)
+    counts (facility calendar days, spec §1.5 rule 2), so that a result drawn in it is used. With no
+    planned LD start, T0 is the moment of signing (spec §1.5): the window's end would then be in the past
+    when the lab sees the order, so it is left open — collect before lymphodepletion, whenever that is."""
+    start, end = eligible_window(t0, rules)
+    window = (start, None if t0_assumed else end)
     return [
         service_request(
             patient_id,

@@ -12,14 +12,9 @@ from typing import Any, Literal
 
 from service.clinical.fhirjson import as_dict, as_list, dicts
 from service.clinical.labs import parse_fhir_datetime
-from service.clinical.medications import (
-    belongs_to,
-    match_drug,
-    medication_concepts,
-    referenced_medications,
-    resource_ref,
-)
-from service.clinical.valuesets import RXNORM, DoseForms, ValueSets
+from service.clinical.medications import belongs_to, match_drug, medication_concepts, resource_ref
+from service.clinical.routes import route_evidence
+from service.clinical.valuesets import DoseForms, ValueSets
 
 ORDER_TYPES = frozenset({"MedicationRequest", "MedicationOrder"})
 DEAD_STATUS = frozenset({"entered-in-error", "cancelled", "stopped", "revoked", "completed"})
@@ -95,39 +90,11 @@ def _oral_not_intravenous(
     order: dict[str, Any], concepts: list[dict[str, Any]], resources: list[dict[str, Any]], forms: DoseForms
 ) -> bool:
     """An oral form of an LD drug (fludarabine tablets for CLL) is not lymphodepletion: LD agents are
-    intravenous. Oral evidence is looked for by code and by word in the medication (its names and
-    Medication.form) and in each dosage (route, dose unit; not its free text). Any intravenous evidence
-    wins: a missed LD order silently drops the score, a false trigger only shows a card."""
-    coded = [*concepts, *(as_dict(m.get("form")) for m in referenced_medications(order, resources))]
-    texts: list[object] = []
-    # An order's dosageInstruction (a list), a MedicationAdministration's dosage (one object).
-    for dosage in [*dicts(order.get("dosageInstruction")), *dicts([order.get("dosage")])]:
-        coded.append(as_dict(dosage.get("route")))
-        # Only what describes this drug: never the dosage's free text or patient instruction, which talk about
-        # premedication and hydration ("ondansetron 8 mg PO", "anti-nausea tablets") and would cancel the score.
-        texts.append(as_dict(dosage.get("route")).get("text"))
-        # The dose's unit: "tablet" (Epic), "{pill}" (the CDS Hooks sandbox); R4 doseAndRate, DSTU2 doseQuantity.
-        for dose in [
-            as_dict(dosage.get("doseQuantity")),
-            as_dict(dosage.get("dose")),  # MedicationAdministration.dosage.dose
-            *(as_dict(d.get("doseQuantity")) for d in dicts(dosage.get("doseAndRate"))),
-        ]:
-            texts += [dose.get("unit"), dose.get("code")]
-    oral = intravenous = False
-    for cc in coded:
-        texts.append(cc.get("text"))
-        for c in dicts(cc.get("coding")):
-            system, code = c.get("system"), c.get("code")
-            texts.append(c.get("display"))
-            if not isinstance(system, str) or not isinstance(code, str):
-                continue
-            oral |= (system, code) in forms.oral_codes or (system == RXNORM and code in forms.oral_rxnorm)
-            intravenous |= (system, code) in forms.intravenous_codes
-    for text in texts:
-        if isinstance(text, str):
-            oral = oral or forms.oral_words.search(text) is not None
-            intravenous = intravenous or forms.intravenous_words.search(text) is not None
-    return oral and not intravenous
+    intravenous. Oral evidence is looked for by code and by word in what describes the drug (routes.py).
+    Any intravenous evidence wins: a missed LD order silently drops the score, a false trigger only shows
+    a card."""
+    evidence = route_evidence(order, concepts, resources)
+    return evidence.says(forms.oral) and not evidence.says(forms.intravenous)
 
 
 def is_oral_form(resource: dict[str, Any], resources: list[dict[str, Any]], vs: ValueSets) -> bool:

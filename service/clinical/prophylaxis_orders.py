@@ -1,33 +1,43 @@
-"""Which prophylaxis drugs the patient already has on order: the chart's active and draft
-MedicationRequests (prefetch key `medications`) and the hook's own draft orders, by drug class
-(value-set `drug_classes`: gcsf, antiviral, pjp, fluoroquinolone, azole).
+"""Which prophylaxis drugs the patient already has on order, by drug class (value-set
+`drug_classes`: gcsf, antiviral, pjp, fluoroquinolone, azole): the hook's own draft orders, and the
+chart's MedicationRequests (prefetch key `medications`).
 
-Saying "already ordered" takes the order button away, so only an order that is clearly live counts:
-on the chart, status active or draft; in the hook, any order not ended (a draft there may have no
-status yet). When the chart could not be read, nothing is claimed either way (`chart_read` False).
+Only a systemic order counts: acyclovir cream or ciprofloxacin eye drops do not cover HSV or
+bacterial prophylaxis (value-set `local_use_forms`, read by routes.py).
+
+The two sources weigh differently. A draft in this hook is being signed now: the card leaves out its
+duplicate order button. A chart order only informs ("on chart: valacyclovir, 2024-03-08") and the
+button stays, because a medication list is often stale: it counts only when status is active, intent
+is order (a DSTU2 MedicationOrder is an order by its type), and it was written or starts no earlier
+than 14 days before LD start — an older order may have lapsed without being ended. In the hook, any
+order not ended counts (a draft there may have no status or intent yet). When the chart could not be
+read, nothing is claimed either way (`chart_read` False).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 from types import MappingProxyType
 from typing import Any
 
+from service.clinical.fhirjson import as_dict, dicts
 from service.clinical.labs import parse_fhir_datetime
-from service.clinical.medications import belongs_to, drug_in_class
+from service.clinical.medications import belongs_to, drug_in_class, medication_concepts
 from service.clinical.orders import DEAD_STATUS, ORDER_TYPES
+from service.clinical.routes import route_evidence
 from service.clinical.valuesets import ValueSets
 
-CHART_STATUS = frozenset({"active", "draft"})
+# A chart order written or starting earlier than this before LD start is not claimed as current.
+CHART_LOOKBACK = timedelta(days=14)
 
 
 @dataclass(frozen=True)
 class Ordered:
     drug: str  # the value-set drug, e.g. "valacyclovir"
-    authored: date | None  # the facility-local date it was written; None when the order gives none
-    in_this_hook: bool  # one of the draft orders being signed now
+    authored: date | None  # the facility-local day it was written, else starts (_day); None: it gives neither
+    in_this_hook: bool  # one of the draft orders being signed now (else on the chart)
 
 
 @dataclass(frozen=True)
@@ -39,24 +49,45 @@ class ProphylaxisOrders:
         return [self.ordered[c] for c in classes if c in self.ordered]
 
 
-def _authored(order: dict[str, Any], tz: tzinfo) -> date | None:
-    for key in ("authoredOn", "dateWritten"):  # R4, DSTU2 MedicationOrder
-        raw = order.get(key)
-        if isinstance(raw, str) and (parsed := parse_fhir_datetime(raw, tz)):
-            dt, date_only = parsed
-            return dt.date() if date_only else dt.astimezone(tz).date()
+def _local_date(raw: object, tz: tzinfo) -> date | None:
+    if isinstance(raw, str) and (parsed := parse_fhir_datetime(raw, tz)):
+        dt, date_only = parsed
+        return dt.date() if date_only else dt.astimezone(tz).date()
     return None
 
 
-def _live(order: object, patient_id: str, statuses: frozenset[str] | None) -> bool:
+def _authored(order: dict[str, Any], tz: tzinfo) -> date | None:
+    for key in ("authoredOn", "dateWritten"):  # R4, DSTU2 MedicationOrder
+        if day := _local_date(order.get(key), tz):
+            return day
+    return None
+
+
+def _starts(order: dict[str, Any], tz: tzinfo) -> list[date]:
+    raws = [as_dict(as_dict(order.get("dispenseRequest")).get("validityPeriod")).get("start")]
+    for dosage in dicts(order.get("dosageInstruction")):
+        raws.append(as_dict(as_dict(as_dict(dosage.get("timing")).get("repeat")).get("boundsPeriod")).get("start"))
+    return [day for raw in raws if (day := _local_date(raw, tz))]
+
+
+def _day(order: dict[str, Any], since: date | None, tz: tzinfo) -> date | None:
+    """The day the card shows for the order: when it was written, else when it starts; for a chart order
+    (`since` given) the first of those that is on or after `since` (None: the order is not current)."""
+    days = [d for d in [_authored(order, tz), *sorted(_starts(order, tz))] if d is not None]
+    return next((d for d in days if since is None or d >= since), None)
+
+
+def _live(order: object, patient_id: str, chart_since: date | None, tz: tzinfo) -> bool:
+    """`chart_since` None: the hook's drafts (anything not ended); else a chart order, current since that day."""
     if not isinstance(order, dict) or order.get("resourceType") not in ORDER_TYPES:
         return False
+    if not belongs_to(order, patient_id):
+        return False
     status = order.get("status")
-    if statuses is None:  # the hook's drafts: anything not ended
-        alive = not (isinstance(status, str) and status in DEAD_STATUS)
-    else:
-        alive = isinstance(status, str) and status in statuses
-    return alive and belongs_to(order, patient_id)
+    if chart_since is None:
+        return not (isinstance(status, str) and status in DEAD_STATUS)
+    is_order = order.get("resourceType") == "MedicationOrder" or order.get("intent") == "order"
+    return status == "active" and is_order and _day(order, chart_since, tz) is not None
 
 
 def _newer(a: Ordered, b: Ordered | None) -> bool:
@@ -74,26 +105,33 @@ def prophylaxis_orders(
     drafts: Iterable[dict[str, Any]],
     patient_id: str,
     vs: ValueSets,
+    ld_start: datetime,
     tz: tzinfo,
 ) -> ProphylaxisOrders:
     """`chart` is the `medications` key's resources (None: it could not be read); `drafts` the
-    hook's draft orders. Medications referenced by an order are looked up among both."""
+    hook's draft orders; `ld_start` the trigger's T0. Medications referenced by an order are looked up
+    among both."""
     chart_list = None if chart is None else [r for r in chart if isinstance(r, dict)]
     draft_list = [r for r in drafts if isinstance(r, dict)]
     pool = [*(chart_list or []), *draft_list]
+    since = ld_start.astimezone(tz).date() - CHART_LOOKBACK
     found: dict[str, Ordered] = {}
-    sources: list[tuple[list[dict[str, Any]], frozenset[str] | None, bool]] = [(draft_list, None, True)]
+    sources: list[tuple[list[dict[str, Any]], date | None, bool]] = [(draft_list, None, True)]
     if chart_list is not None:
-        sources.append((chart_list, CHART_STATUS, False))
-    for orders, statuses, in_hook in sources:
+        sources.append((chart_list, since, False))
+    for orders, chart_since, in_hook in sources:
         for order in orders:
-            if not _live(order, patient_id, statuses):
+            if not _live(order, patient_id, chart_since, tz):
                 continue
+            concepts: list[dict[str, Any]] | None = None
             for drug_class in vs.drug_class_rxnorm:
                 drug = drug_in_class(order, pool, vs, drug_class)
                 if drug is None:
                     continue
-                hit = Ordered(drug, _authored(order, tz), in_hook)
+                concepts = concepts if concepts is not None else medication_concepts(order, pool)
+                if route_evidence(order, concepts, pool).says(vs.local_use):
+                    break  # for local use: no class is covered by it
+                hit = Ordered(drug, _day(order, chart_since, tz), in_hook)
                 if _newer(hit, found.get(drug_class)):
                     found[drug_class] = hit
     return ProphylaxisOrders(MappingProxyType(found), chart_list is not None)

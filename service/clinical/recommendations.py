@@ -48,6 +48,8 @@ class Recommendation:
     drugs: tuple[str, ...] = ()
     # The line once its drug is on order (what must still be said: a caveat, "unproven"); "" = `short`.
     ordered: str = ""
+    # A part of the item that a second source backs with its own strength: (part, strength, source).
+    also: tuple[tuple[str, Strength, tuple[str, str]], ...] = ()
 
 
 TABLE: tuple[Recommendation, ...] = (
@@ -201,6 +203,8 @@ TABLE: tuple[Recommendation, ...] = (
         "P",
         LEMOINE,
         short="COVID-19 vaccination before and ≥3 mo after",
+        # clinical-spec §4 R11: vaccination P (DESCAR-T authors) + G (ASH-SAP: series repeated ≥3 months after).
+        also=(("timing", "G", ASH_SAP),),
     ),
     Recommendation(
         "R13",

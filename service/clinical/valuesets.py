@@ -59,14 +59,21 @@ class LabCode:
 
 
 @dataclass(frozen=True)
+class RouteMarks:
+    """What marks a route or dose form: codes of routes and dose forms (system, code), RxNorm codes of
+    products of that form, and whole words or phrases (routes.py reads an order for them)."""
+
+    codes: frozenset[tuple[str, str]] = frozenset()
+    rxnorm: frozenset[str] = frozenset()
+    words: re.Pattern[str] = re.compile(r"(?!)")
+
+
+@dataclass(frozen=True)
 class DoseForms:
     """What marks an order of an LD drug as oral (not LD) or as intravenous (see `ld_oral_forms` in the file)."""
 
-    oral_rxnorm: frozenset[str] = frozenset()
-    oral_codes: frozenset[tuple[str, str]] = frozenset()  # (system, code) of routes and dose forms
-    intravenous_codes: frozenset[tuple[str, str]] = frozenset()
-    oral_words: re.Pattern[str] = re.compile(r"(?!)")
-    intravenous_words: re.Pattern[str] = re.compile(r"(?!)")
+    oral: RouteMarks = RouteMarks()
+    intravenous: RouteMarks = RouteMarks()
 
 
 def _phrases(words: list[str]) -> re.Pattern[str]:
@@ -75,14 +82,19 @@ def _phrases(words: list[str]) -> re.Pattern[str]:
     return re.compile(r"(?<![a-z0-9])(?:" + "|".join(alternatives) + r")(?![a-z0-9])", re.IGNORECASE)
 
 
+def _codes(entries: list[Mapping[str, Any]]) -> frozenset[tuple[str, str]]:
+    return frozenset((c["system"], c["code"]) for c in entries)
+
+
 def _dose_forms(raw: Mapping[str, Any]) -> DoseForms:
     return DoseForms(
-        oral_rxnorm=frozenset(raw["rxnorm"]),
-        oral_codes=frozenset((c["system"], c["code"]) for c in raw["oral_codes"]),
-        intravenous_codes=frozenset((c["system"], c["code"]) for c in raw["intravenous_codes"]),
-        oral_words=_phrases(raw["oral_words"]),
-        intravenous_words=_phrases(raw["intravenous_words"]),
+        oral=RouteMarks(_codes(raw["oral_codes"]), frozenset(raw["rxnorm"]), _phrases(raw["oral_words"])),
+        intravenous=RouteMarks(_codes(raw["intravenous_codes"]), frozenset(), _phrases(raw["intravenous_words"])),
     )
+
+
+def _local_use(raw: Mapping[str, Any]) -> RouteMarks:
+    return RouteMarks(_codes(raw["codes"]), frozenset(), _phrases(raw["words"]))
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,9 @@ class ValueSets:
     drug_class_names: Mapping[str, Mapping[str, str]]
     # Oral forms of the LD drugs: not lymphodepletion (clinical-spec §5.2: LD agents are intravenous).
     ld_dose_forms: DoseForms = DoseForms()
+    # Routes and forms for local use (cream, eye drops, inhaled): such an order does not cover a systemic
+    # prophylaxis item (prophylaxis_orders.py).
+    local_use: RouteMarks = RouteMarks()
 
 
 def _raw() -> dict[str, Any]:
@@ -174,6 +189,7 @@ def _build(extra_loinc: _Frozen, extra_rx: _Frozen, extra_cart: _Frozen = (), ex
             {k: MappingProxyType({n.lower(): d for d, e in m.items() for n in e["names"]}) for k, m in classes.items()}
         ),
         ld_dose_forms=_dose_forms(raw["ld_oral_forms"]),
+        local_use=_local_use(raw["local_use_forms"]),
     )
 
 

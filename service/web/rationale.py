@@ -28,11 +28,15 @@ def rationale_html() -> str:
     rows = []
     for r in TABLE:
         label, url = r.source
+        strengths = [f"{escape(r.strength)}: {escape(STRENGTH_WORDS[r.strength])}"]
+        sources = [f'<a href="{escape(url)}">{escape(label)}</a>']
+        for part, strength, (part_label, part_url) in r.also:
+            strengths.append(f"{escape(part)}: {escape(strength)}: {escape(STRENGTH_WORDS[strength])}")
+            sources.append(f'{escape(part)}: <a href="{escape(part_url)}">{escape(part_label)}</a>')
         rows.append(
             f'<tr id="{escape(r.id)}"><td>{escape(r.id)}</td><td>{escape(AUDIENCES[r.audience])}</td>'
             f"<td><b>{escape(r.title)}</b><br>{escape(r.text)}</td>"
-            f"<td>{escape(r.strength)}: {escape(STRENGTH_WORDS[r.strength])}</td>"
-            f'<td><a href="{escape(url)}">{escape(label)}</a></td></tr>'
+            f"<td>{'<br>'.join(strengths)}</td><td>{'<br>'.join(sources)}</td></tr>"
         )
     key = "".join(f"<li>{escape(k)}: {escape(v)}</li>" for k, v in STRENGTH_WORDS.items())
     return (

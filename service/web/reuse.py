@@ -97,8 +97,8 @@ def reuse_key(issuer: str, fhir_server: str | None, ctx: OrderContext, vs: Value
     return (issuer, (fhir_server or "").rstrip("/"), ctx.user_id or "", ctx.patient_id, ld_orders_fingerprint(ctx, vs))
 
 
-# The chart's prophylaxis orders are always read afresh: "already ordered" removes an order button, so an
-# order stopped between order-select and order-sign must not keep it hidden.
+# The chart's prophylaxis orders are always read afresh: the card names them ("on chart"), so an order
+# stopped between order-select and order-sign must not still be named.
 NEVER_REUSED = ("medications",)
 
 
