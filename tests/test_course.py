@@ -365,6 +365,14 @@ def test_an_oral_ld_drug_never_dates_the_ld_start() -> None:
     assert ld.drugs == {"fludarabine"}
 
 
+def test_a_dstu2_administration_in_capsules_is_oral() -> None:
+    """DSTU2 MedicationAdministration.dosage.quantity carries the unit: "capsules" is oral, not LD."""
+    oral = ld_given(-12, "cy-caps", "cyclophosphamide")
+    oral["dosage"] = {"quantity": {"value": 2, "unit": "capsules"}}
+    ld = ld_start(_course(), [oral, ld_given(-5, "flu5")], PATIENT, VS, TZ)
+    assert (ld.ref, ld.drugs) == ("MedicationAdministration/flu5", {"fludarabine"})
+
+
 def test_a_timed_ld_administration_wins_over_a_date_only_one_of_its_day() -> None:
     date_only = ld_given(-5, "flu-day")
     date_only["effectiveDateTime"] = (DAY0 - timedelta(days=5)).isoformat()

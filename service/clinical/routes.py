@@ -43,10 +43,12 @@ def route_evidence(
     for dosage in [*dicts(resource.get("dosageInstruction")), *dicts([resource.get("dosage")])]:
         route = as_dict(dosage.get("route"))
         coded.append(route)
-        # The dose's unit: "tablet" (Epic), "{pill}" (the CDS Hooks sandbox); R4 doseAndRate, DSTU2 doseQuantity.
+        # The dose's unit: "tablet" (Epic), "{pill}" (the CDS Hooks sandbox); R4 doseAndRate, DSTU2 doseQuantity
+        # and quantity.
         for dose in [
             as_dict(dosage.get("doseQuantity")),
-            as_dict(dosage.get("dose")),  # MedicationAdministration.dosage.dose
+            as_dict(dosage.get("dose")),  # MedicationAdministration.dosage.dose (R4)
+            as_dict(dosage.get("quantity")),  # MedicationAdministration.dosage.quantity (DSTU2)
             *(as_dict(d.get("doseQuantity")) for d in dicts(dosage.get("doseAndRate"))),
         ]:
             texts += [dose.get("unit"), dose.get("code")]
