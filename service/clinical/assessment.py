@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.clinical.hematotox import CUTOFFS, HT_ANALYTES, Points, Score, score
-from service.clinical.labs import Component, LabRules, assess_all
+from service.clinical.labs import Component, LabRules, ParsedLabs, assess_all
 from service.clinical.orders import Trigger
 from service.clinical.valuesets import ValueSets
 
@@ -66,7 +66,7 @@ def _ht_points(points: Points | None) -> Points:
 
 def assess_patient(
     trigger: Trigger,
-    observations: Iterable[dict[str, Any]],
+    observations: Iterable[dict[str, Any]] | ParsedLabs,
     patient_id: str,
     vs: ValueSets,
     rules: LabRules,

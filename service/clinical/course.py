@@ -66,10 +66,11 @@ from service.clinical.labs import (
     UNTRUSTED,
     LabResult,
     LabRules,
+    ParsedLabs,
     by_issued,
     derive_anc,
     parse_fhir_datetime,
-    parse_observation,
+    parse_labs,
 )
 from service.clinical.medications import belongs_to, match_drug, medication_concepts, resource_ref
 from service.clinical.orders import ORDER_TYPES, Regimen, Trigger, is_oral_form, planned_start, start_rank
@@ -461,7 +462,12 @@ def _lowest_first(r: LabResult) -> tuple[bool, Decimal, str]:
 
 
 def course_result(
-    observations: Iterable[Resource], course: Course, today: date, patient_id: str, vs: ValueSets, rules: LabRules
+    observations: Iterable[Resource] | ParsedLabs,
+    course: Course,
+    today: date,
+    patient_id: str,
+    vs: ValueSets,
+    rules: LabRules,
 ) -> CourseResult:
     """The course so far (live) or whole (completed): grid, measures, phenotype, current run, latest.
 
@@ -484,17 +490,20 @@ def course_result(
             flags.add(f"untrusted:{analyte}")
         placed[analyte].append((day, _states_of(THRESHOLDS[analyte], r)))
 
-    for obs in observations:
-        r = parse_observation(obs, patient_id, vs, rules)
+    if not isinstance(observations, ParsedLabs):
+        observations = parse_labs(observations, patient_id, vs, rules)
+    elif observations.patient_id != patient_id:
+        raise ValueError("ParsedLabs of another patient")
+    for obs, r in observations.read():
         # §1.5 rule 3 step 1: a result without a value (status, dataAbsentReason, valueString, no time)
         # is not a result; an untrusted one is (its value is unknown).
-        if r is not None and r.problem == "no-time":
+        if r.problem == "no-time":
             # Neither effective[x] nor issued readable: no day to put it on, but never lost in silence.
             flags.add(f"untimed:{'anc' if r.analyte in _ANC_PARTS else r.analyte}")
         # A value that is there but cannot be trusted (labs.UNTRUSTED: implausible, a rejected unit, an
         # unreadable comparator or subject) leaves its day unknown, never dropped, so that gap filling cannot
         # give it a favourable state from its neighbours [our reading of §9.3 + §1.5 step 2].
-        if r is None or r.effective is None or (r.problem is not None and r.problem not in UNTRUSTED):
+        if r.effective is None or (r.problem is not None and r.problem not in UNTRUSTED):
             continue
         if r.analyte not in _ANC_PARTS and r.analyte not in placed:
             continue

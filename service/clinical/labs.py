@@ -204,6 +204,26 @@ def parse_observation(obs: dict[str, Any], patient_id: str, vs: ValueSets, rules
     return None if head is None else _body(obs, *head, rules)
 
 
+@dataclass(frozen=True)
+class ParsedLabs:
+    """One patient's Observations, each read once by parse_observation, for every rule that reads them (the
+    score at LD, the course, a cohort's problem list): ``results[i]`` is ``observations[i]`` read, or None
+    when it is not one of our lab codes / this patient's. Passing it instead of the raw Observations gives
+    the same answers; only the reading is shared."""
+
+    patient_id: str
+    observations: tuple[dict[str, Any], ...]
+    results: tuple[LabResult | None, ...]
+
+    def read(self) -> Iterable[tuple[dict[str, Any], LabResult]]:
+        return ((o, r) for o, r in zip(self.observations, self.results, strict=True) if r is not None)
+
+
+def parse_labs(observations: Iterable[Any], patient_id: str, vs: ValueSets, rules: LabRules) -> ParsedLabs:
+    kept = tuple(o for o in observations if isinstance(o, dict))
+    return ParsedLabs(patient_id, kept, tuple(parse_observation(o, patient_id, vs, rules) for o in kept))
+
+
 Effective = tuple[datetime, bool, bool]  # (when, date_only, imprecise), see _effective
 
 
@@ -701,12 +721,26 @@ _ANC_PARTS = frozenset({"seg_abs", "band_abs", "wbc", "neut_pct", "seg_pct", "ba
 _Pending = tuple[tuple[int, float], dict[str, Any] | None, LabCode | None, Effective | LabResult]
 
 
-# A stale result not yet read: (sort key, Observation, its code, its time) or (key, None, None, a derived result).
-_Stale = tuple[tuple[int, float], dict[str, Any] | None, LabCode | None, Effective | LabResult]
+def _heads(
+    observations: Iterable[dict[str, Any]] | ParsedLabs, patient_id: str, vs: ValueSets, rules: LabRules
+) -> Iterable[tuple[dict[str, Any], LabCode, Effective | None, LabResult | None]]:
+    """(Observation, its code, its time, the result when already read) of each of our lab results."""
+    if isinstance(observations, ParsedLabs):
+        if observations.patient_id != patient_id:
+            raise ValueError("ParsedLabs of another patient")
+        for obs, r in observations.read():
+            when = r.effective
+            eff = None if when is None else (when, r.date_only, r.timing_imprecise)
+            yield obs, LabCode(r.analyte, r.tier), eff, r
+        return
+    for obs in observations:
+        head = _head(obs, patient_id, vs, rules)
+        if head is not None:
+            yield obs, head[0], head[1], None
 
 
 def assess_all(
-    observations: Iterable[dict[str, Any]],
+    observations: Iterable[dict[str, Any]] | ParsedLabs,
     patient_id: str,
     t0: datetime,
     vs: ValueSets,
@@ -726,24 +760,21 @@ def assess_all(
     current: dict[str, list[LabResult]] = {}
     stale: dict[str, list[_Pending]] = {}
     untimed: dict[str, list[LabResult]] = {}
-    for obs in observations:
-        head = _head(obs, patient_id, vs, rules)
-        if head is None:
-            continue
-        lab, eff = head
+    for obs, lab, eff, read in _heads(observations, patient_id, vs, rules):
         if eff is None:
-            r = _body(obs, lab, eff, rules)
+            r = read or _body(obs, lab, None, rules)
             if r.problem in ("no-time", "subject"):  # cannot be placed, or not known to be theirs
                 untimed.setdefault("anc" if lab.analyte in _ANC_PARTS else lab.analyte, []).append(r)
             continue
         if lab.analyte in _ANC_PARTS:
-            parts.append(_body(obs, lab, eff, rules))
+            parts.append(read or _body(obs, lab, eff, rules))
             continue
         tc = clock.classify(eff[0], eff[1])
         if tc == "current":
-            current.setdefault(lab.analyte, []).append(_body(obs, lab, eff, rules))
+            current.setdefault(lab.analyte, []).append(read or _body(obs, lab, eff, rules))
         elif tc == "stale":
-            stale.setdefault(lab.analyte, []).append(((lab.tier, -eff[0].timestamp()), obs, lab, eff))
+            key = (lab.tier, -eff[0].timestamp())
+            stale.setdefault(lab.analyte, []).append((key, None, None, read) if read else (key, obs, lab, eff))
     for r in derive_anc(parts):  # after the direct results
         when = _collected(r)
         tc = clock.classify(when, r.date_only)

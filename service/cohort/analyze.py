@@ -20,7 +20,7 @@ import orjson
 
 from service.clinical import course as cc
 from service.clinical.assessment import assess_patient
-from service.clinical.labs import parse_fhir_datetime, parse_observation
+from service.clinical.labs import LabResult, parse_fhir_datetime, parse_labs
 from service.clinical.medications import match_drug, medication_concepts
 from service.clinical.nrm import nrm_profile
 from service.cohort.config import CohortRules
@@ -106,51 +106,18 @@ def _registry_infusions(entries: list[RegistryEntry], tz: tzinfo) -> list[cc.Inf
     return sorted(out, key=lambda i: (i.when, i.day))
 
 
-class ObservationCheck:
-    """What the lab rules could not use in an Observation, for the problem list: `labs.parse_observation`
-    decides (the rules' own parser), asked once per kind of unit.
-
-    Whether a unit is usable depends on the analyte and the unit fields only, never on the value, so
-    once the parser has read a (code, unit) pair, a later Observation with that pair and a readable
-    `effectiveDateTime` cannot have an unusable unit or date, and the parser is not asked again.
-    """
-
-    def __init__(self, rules: CohortRules) -> None:
-        self.rules = rules
-        self.units_ok: set[tuple[object, ...]] = set()
-
-    def __call__(self, obs: dict[str, Any], pid: str) -> Kind | None:
-        q = obs.get("valueQuantity")
-        code = obs.get("code")
-        coding = code.get("coding") if isinstance(code, dict) else None
-        key: tuple[object, ...] | None = None
-        if isinstance(q, dict) and isinstance(coding, list):
-            try:
-                key = (
-                    tuple((c.get("system"), c.get("code")) for c in coding if isinstance(c, dict)),
-                    q.get("system"),
-                    q.get("code"),
-                    q.get("unit"),
-                )
-                hash(key)
-            except TypeError:  # any JSON may stand in those fields
-                key = None
-        raw = obs.get("effectiveDateTime")
-        tz = self.rules.rules.tz
-        if key is not None and key in self.units_ok and isinstance(raw, str) and parse_fhir_datetime(raw, tz):
-            return None
-        r = parse_observation(obs, pid, self.rules.vs, self.rules.rules)
-        if r is None:
-            return None
-        if key is not None and r.problem in (None, "implausible"):
-            self.units_ok.add(key)  # the unit was read and converted
-        if r.problem == "no-time":
-            period = obs.get("effectivePeriod")
-            raw = obs.get("effectiveDateTime") or obs.get("effectiveInstant") or obs.get("issued")
-            if raw is None and isinstance(period, dict):
-                raw = period.get("start") or period.get("end")
-            return "unparseable-date" if raw is not None else None
-        return "unit-rejected" if r.problem == "unit" else None
+def observation_problem(obs: dict[str, Any], r: LabResult | None) -> Kind | None:
+    """What the lab rules could not use in an Observation, for the problem list, from the rules' own
+    reading of it (`labs.parse_observation`, shared with the score and the course: labs.ParsedLabs)."""
+    if r is None:
+        return None
+    if r.problem == "no-time":
+        period = obs.get("effectivePeriod")
+        raw = obs.get("effectiveDateTime") or obs.get("effectiveInstant") or obs.get("issued")
+        if raw is None and isinstance(period, dict):
+            raw = period.get("start") or period.get("end")
+        return "unparseable-date" if raw is not None else None
+    return "unit-rejected" if r.problem == "unit" else None
 
 
 def _undated_infusions(
@@ -180,7 +147,6 @@ def analyze_patient(
     medications: Any,
     conditions_unreadable: bool,
     out_id: str,
-    check: ObservationCheck,
 ) -> PatientOutcome:
     out = PatientOutcome()
     tz = rules.rules.tz
@@ -207,11 +173,16 @@ def analyze_patient(
             pool += [orjson.loads(b) for b in medications.get(target.removeprefix("Medication/"))]
     everything = resources + pool
     observations = [res for res in resources if res.get("resourceType") == "Observation"]
+    # Each Observation read once, for the problem list, the score at LD and the course.
+    labs = parse_labs(observations, pid, rules.vs, rules.rules)
+    # ECOG is no lab code: it is among the Observations the lab rules did not read.
+    not_labs = [o for o, x in zip(labs.observations, labs.results, strict=True) if x is None]
     conditions = [res for res in resources if res.get("resourceType") == "Condition"]
 
-    for res, r in parsed:
-        if r[1] == "Observation" and (kind := check(res, pid)) is not None:
-            out.problems.append((r[2], r[3], r[4], kind, ""))
+    observation_rows = [r for res, r in parsed if res.get("resourceType") == "Observation"]
+    for place, res, lab in zip(observation_rows, labs.observations, labs.results, strict=True):
+        if (kind := observation_problem(res, lab)) is not None:
+            out.problems.append((place[2], place[3], place[4], kind, ""))
 
     flags: set[str] = set()
     if pid in registry:
@@ -243,13 +214,13 @@ def analyze_patient(
         ld_source, ld_flags = "registry", ()
     flags |= set(ld_flags)
 
-    a = assess_patient(trigger, observations, pid, rules.vs, rules.rules, EXTRA_ANALYTES)
+    a = assess_patient(trigger, labs, pid, rules.vs, rules.rules, EXTRA_ANALYTES)
     flags |= set(a.flags)
     nrm = nrm_profile(
         a.components,
         conditions,
         patient,
-        observations,
+        not_labs,
         pid,
         a.trigger.t0,
         tz,
@@ -266,7 +237,7 @@ def analyze_patient(
     if broken:
         flags.add("unreadable-lines")
 
-    result = cc.course_result(observations, course, today, pid, rules.vs, rules.rules)
+    result = cc.course_result(labs, course, today, pid, rules.vs, rules.rules)
     flags |= set(result.flags)
     m = result.measures
     ph = result.phenotype

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 import orjson
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from service.cohort.analyze import COLUMNS, ObservationCheck, analyze_patient
+from service.cohort.analyze import COLUMNS, analyze_patient
 from service.cohort.config import CohortRules
 from service.cohort.export import (
     ChunkReport,
@@ -99,10 +99,9 @@ def _shard_task(shard: int, registry: Mapping[str, list[RegistryEntry]], conditi
     key: bytes | None = _W["key"]
     rep = ShardReport()
     meds = Medications(_W["work_dir"])
-    check = _W.setdefault("check", ObservationCheck(rules))
     for pid, rows in shard_patients(_W["work_dir"], shard):
         out_id = pseudonym(key, pid) if key else pid
-        o = analyze_patient(pid, rows, rules, _W["today"], registry, meds, conditions_unreadable, out_id, check)
+        o = analyze_patient(pid, rows, rules, _W["today"], registry, meds, conditions_unreadable, out_id)
         rep.problems += o.problems
         rep.counts.update(o.counts)
         if o.counts["patients"] and pid in registry:
