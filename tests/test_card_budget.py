@@ -60,3 +60,26 @@ def _refs(detail: str) -> list[str]:
     import re
 
     return re.findall(r"\[(\d)\]", detail)
+
+
+@pytest.mark.parametrize("problem", ["subject", "implausible"])
+def test_every_lab_untrusted_with_long_ids_still_fits(clients, problem: str):
+    """Review of 2cf864d, F4: a feed whose every result is untrusted (no readable patient, or an implausible
+    value) and whose ids are long: the rows name times only, one line says the rest; within DETAIL_MAX (the
+    150 spare of the risk card are spent on exactly these notes)."""
+    from tests.card_variants import _request
+
+    req = _request("T21", diabetes=True, ferritin_high=True, easix=True, ecog=2)
+    for bundle in req["prefetch"].values():
+        for entry in bundle.get("entry", []) if isinstance(bundle, dict) else []:
+            o = entry["resource"]
+            if o.get("resourceType") == "Observation":
+                o["id"] += "-0123456789abcdef0123456789abcdef"
+                if problem == "subject":
+                    o["subject"] = {"display": "Jane Doe"}
+                elif "valueQuantity" in o:
+                    o["valueQuantity"]["value"] = 99999
+    risk, _ = _cards(clients, Variant(f"untrusted-{problem}", req))
+    assert len(risk["detail"]) <= DETAIL_MAX, risk["detail"]
+    flagged = [c for c in risk["extension"]["hematotox-cds"]["hematotox"]["components"] if "untrusted" in c]
+    assert len(flagged) >= 4 and all(c["untrusted"].endswith("0123456789abcdef") for c in flagged)

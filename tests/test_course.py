@@ -741,3 +741,18 @@ def test_untrusted_or_censored_latest_anc_keeps_the_sure_run():
     ):
         r = course_result([*daily(0, 9, 0.2), latest], c, today, PATIENT, vs, LabRules(tz=TZ))
         assert (r.current_severe_run.min, r.current_severe_run.max) == (10, 11), r.current_severe_run
+
+
+def test_an_untimed_result_with_an_unreadable_subject_is_still_flagged() -> None:
+    """Review of 2cf864d, F6: no time and no readable patient: flagged untimed, never lost in silence."""
+    o = anc(3, 0.3)
+    o["effectiveDateTime"] = "09/03/2024"
+    o["subject"] = {"display": "Jane Doe"}
+    assert "untimed:anc" in run([anc(2, 2.0), o, anc(4, 2.0)], today_day=5).flags
+
+
+def test_a_timed_result_with_an_unreadable_subject_leaves_its_day_unknown() -> None:
+    o = anc(3, 0.3)
+    o["subject"] = {"display": "Jane Doe"}
+    r = run([anc(2, 2.0), o, anc(4, 2.0)], today_day=5)
+    assert "untrusted:anc" in r.flags

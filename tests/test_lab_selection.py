@@ -762,11 +762,13 @@ def test_a_date_only_result_of_t0s_day_never_replaces_a_worse_one(client: TestCl
 # ---------------------------------------------------------------- a subject that cannot be read (review finding 10(d))
 
 UNREADABLE_SUBJECTS = {
-    "a string": "Patient/p",
+    "a string that is no reference": "Jane Doe",
     "display only": {"display": "Jane Doe"},
     "identifier only": {"identifier": {"system": "urn:mrn", "value": "123"}},
     "urn:uuid": {"reference": "urn:uuid:5b0a3e34-8b2b-4c6b-9f4a-0f2c5a6b7c8d"},
     "a group": {"reference": "Group/ward-7"},
+    "a trailing newline": {"reference": "Patient/p\n"},
+    "no reference form": {"reference": "Patient/xPatient/p"},
     "a number": {"reference": 7},
 }
 
@@ -782,24 +784,56 @@ def test_a_newest_anc_whose_subject_cannot_be_read_blocks_the_older_one(client: 
         anc = component(ht, "anc")
         assert anc["status"] == "implausible" and anc["untrusted"] == "Observation/anc-new"
         assert ht["confirmed"]["group"] != "low"
-        assert "unreadable patient reference: correct Observation/anc-new" in status_cell(text, "ANC")
+        assert "unreadable patient" in status_cell(text, "ANC")
+        assert "- 1 result names no readable patient: not scored" in text
 
     every_order(client, base, [newest, obs("anc-old", "751-8", 3.0, "10*9/L", THIRTY_H, patient=P)], check)
 
 
 @pytest.mark.parametrize(
-    "reference",
-    ["Patient/p/_history/3", "https://ehr.example/fhir/Patient/p", "https://ehr.example/fhir/Patient/p/_history/1"],
+    "subject",
+    [
+        {"reference": "Patient/p/_history/3"},
+        {"reference": "https://ehr.example/fhir/Patient/p"},
+        {"reference": "https://ehr.example/fhir/Patient/p/_history/1"},
+        "Patient/p",  # a bare string where a Reference belongs: read as its reference
+    ],
 )
-def test_this_patients_reference_in_any_form_is_read(client: TestClient, reference: str) -> None:
-    newest = obs("anc-new", "751-8", 0.3, "10*9/L", TWO_H, patient=P) | {"subject": {"reference": reference}}
+def test_this_patients_reference_in_any_form_is_read(client: TestClient, subject: object) -> None:
+    newest = obs("anc-new", "751-8", 0.3, "10*9/L", TWO_H, patient=P) | {"subject": subject}
     ht, _ = risk(client, [*defaults("anc"), newest])
     anc = component(ht, "anc")
     assert anc["status"] == "current" and anc["observation"] == "Observation/anc-new"
 
 
-def test_another_patients_result_is_dropped(client: TestClient) -> None:
-    other = obs("anc-new", "751-8", 0.3, "10*9/L", TWO_H, patient=P) | {"subject": {"reference": "Patient/q"}}
+@pytest.mark.parametrize("subject", [{"reference": "Patient/q"}, "Patient/q", {"reference": "https://x/Patient/q"}])
+def test_another_patients_result_is_dropped(client: TestClient, subject: object) -> None:
+    other = obs("anc-new", "751-8", 0.3, "10*9/L", TWO_H, patient=P) | {"subject": subject}
     ht, _ = risk(client, [*defaults("anc"), other, obs("anc-old", "751-8", 3.0, "10*9/L", THIRTY_H, patient=P)])
     anc = component(ht, "anc")
     assert anc["status"] == "current" and anc["observation"] == "Observation/anc-old" and "untrusted" not in anc
+
+
+def test_a_withdrawn_result_with_an_unreadable_subject_does_not_block(client: TestClient) -> None:
+    """No result anyway (entered-in-error): it keeps that problem, and the older value is used."""
+    withdrawn = obs("anc-new", "751-8", 0.3, "10*9/L", TWO_H, patient=P, status="entered-in-error")
+    withdrawn["subject"] = {"display": "Jane Doe"}
+    ht, _ = risk(client, [*defaults("anc"), withdrawn, obs("anc-old", "751-8", 3.0, "10*9/L", THIRTY_H, patient=P)])
+    assert component(ht, "anc")["observation"] == "Observation/anc-old"
+
+
+@pytest.mark.parametrize("patient", ["p_1", "p:1", "p" * 70])
+def test_a_patient_id_outside_the_fhir_id_grammar_still_scores(patient: str) -> None:
+    """Review of 2cf864d, F1: context.patientId is compared as given; its LD orders are not another patient's."""
+    from fastapi.testclient import TestClient as Client
+
+    from service.web.app import create_app
+    from tests.conftest import dev_settings
+
+    observations = BY_NAME["T21"].observations(patient)
+    with Client(create_app(dev_settings())) as c:
+        r = c.post(SIGN, json=hook_request("order-sign", patient, observations))
+    assert r.status_code == 200 and len(r.json()["cards"]) == 2
+    ht = r.json()["cards"][0]["extension"]["hematotox-cds"]["hematotox"]
+    assert ht["confirmed"]["group"] == "high"
+    assert not any("untrusted" in f for f in ht.get("flags", []))

@@ -270,6 +270,7 @@ def test_recommendation_matrix(client, group, dm, fer):
             n = re.search(rf"\({rid} · {item.strength} \[(\d)\]\)", pending)
             assert n, (rid, pending)
             assert f"[{n.group(1)}] {SHORT_SOURCE[item.source]}" in sources
+        assert "MDR" in pending and "unproven" in pending  # §4: R2's caveat and R5's status travel with them
         assert _order_codes(risk(cards)) == {"777-3"}  # exactly the missing lab
     # no repeated text across the cards
     assert risk(cards)["summary"] != card["summary"]
@@ -384,3 +385,24 @@ def test_r11_carries_both_strengths_of_the_spec(client, group):
     assert found, covid
     sources = next(x for x in lines if x.startswith("Sources:"))
     assert f"[{found.group(1)}] DESCAR-T" in sources and f"[{found.group(2)}] ASH-SAP" in sources
+
+
+def test_conditions_and_ecog_read_the_patient_as_the_labs_do():
+    """Review of 2cf864d, F9: one reader (fhirjson.owner). Another patient's Condition or ECOG is left out, in
+    any reference form; one whose subject cannot be read, in this patient's search, counts (never hide a risk
+    factor for a malformed reference); this patient's versioned reference is read."""
+    from service.clinical.nrm import diabetes, ecog
+
+    dm = {"resourceType": "Condition", "code": {"coding": [{"system": ICD10CM, "code": "E11.9"}]}}
+    assert diabetes([{**dm, "subject": {"reference": "urn:uuid:1"}}], "p")[0] is True
+    assert diabetes([{**dm, "subject": "Patient/q"}], "p")[0] is False
+    assert diabetes([{**dm, "subject": {"reference": "https://x/fhir/Patient/q/_history/2"}}], "p")[0] is False
+    e = {
+        "resourceType": "Observation",
+        "status": "final",
+        "valueInteger": 3,
+        "effectiveDateTime": "2024-03-01",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "89247-1"}]},
+    }
+    assert ecog([{**e, "subject": {"reference": "Patient/p/_history/2"}}], "p") == 3
+    assert ecog([{**e, "subject": {"reference": "Patient/q"}}], "p") is None

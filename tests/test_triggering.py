@@ -381,3 +381,44 @@ def test_one_instant_in_two_offsets_gives_one_t0_text_whatever_the_order(client,
     r = client.post(SIGN, json=hook_request("order-sign", "p1", OBS, orders=orders))
     ext = next(c for c in r.json()["cards"] if "hematotox" in c.get("extension", {}).get("hematotox-cds", {}))
     assert ext["extension"]["hematotox-cds"]["t0"] == "2024-03-10T08:00:00+00:00"
+
+
+def test_one_order_naming_both_ld_drugs_is_flu_cy_in_every_process():
+    """Review of 2438c72, F11: the drug words are read in text order, never a set's order (which changes with
+    each process's hash seed); one order naming Flu and Cy is Flu/Cy. Run under eight hash seeds."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import json\n"
+        "from fastapi.testclient import TestClient\n"
+        "from service.web.app import create_app\n"
+        "from tests.conftest import dev_settings\n"
+        "from tests.test_triggering import OBS, SIGN, med\n"
+        "from tests.cases import hook_request\n"
+        "order = med('a', text='fludarabine + cyclophosphamide (LD)')\n"
+        "with TestClient(create_app(dev_settings())) as c:\n"
+        "    body = c.post(SIGN, json=hook_request('order-sign', 'p1', OBS, orders=[order])).json()\n"
+        "ext = [x['extension']['hematotox-cds'] for x in body['cards']]\n"
+        "print(json.dumps([len(body['cards'])] + [e['hematotox']['flags'] for e in ext if 'hematotox' in e]))\n"
+    )
+    seen = set()
+    for seed in range(8):
+        env = {**os.environ, "PYTHONHASHSEED": str(seed)}
+        out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+        seen.add(out.stdout.strip().splitlines()[-1])
+    assert len(seen) == 1, seen
+    n_cards, *flags = json.loads(seen.pop())
+    assert n_cards == 2
+    assert "not-validated-for-regimen" not in (flags[0] if flags else [])  # read as Flu/Cy
+
+
+def test_match_drugs_names_every_drug_in_text_order():
+    from service.clinical.medications import match_drugs
+    from service.clinical.valuesets import value_sets
+
+    vs = value_sets()
+    concepts = [{"text": "cyclophosphamide then fludarabine"}]
+    assert match_drugs(concepts, vs.ld_rxnorm, vs.ld_names) == ("cyclophosphamide", "fludarabine")

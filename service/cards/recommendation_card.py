@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -68,12 +69,20 @@ def _summary(group: str, items: list[Recommendation], ordered: Mapping[str, Orde
     return fit_summary(f"{head}: ", parts) if parts else f"{head}: infection prophylaxis before CAR-T"
 
 
-def _ordered_note(r: Recommendation, ordered: Mapping[str, Ordered]) -> str | None:
-    hits = [ordered[c] for c in r.drugs if c in ordered]
+def _ordered_note(text: str, hits: list[Ordered]) -> str | None:
+    """What is on order for an item: "in this order set: filgrastim; on chart: valacyclovir 2024-03-08". A
+    drug the item's own text names is not named again ("on chart 2024-03-08")."""
     here = [o.drug for o in hits if o.in_this_hook]
-    chart = [f"{o.drug} {o.authored.isoformat() if o.authored else '(undated)'}" for o in hits if not o.in_this_hook]
+    named = set(re.findall(r"[a-z][a-z-]*", text.lower()))  # whole words: "acyclovir" is not "valacyclovir"
+    chart = [
+        (f"{o.drug} " if o.drug not in named else "") + (o.authored.isoformat() if o.authored else "(undated)")
+        for o in hits
+        if not o.in_this_hook
+    ]
     parts = ([f"in this order set: {', '.join(here)}"] if here else []) + (
-        [f"on chart: {', '.join(chart)}"] if chart else []
+        [("on chart " if len(chart) == 1 and chart[0][:1].isdigit() else "on chart: ") + ", ".join(chart)]
+        if chart
+        else []
     )
     return "; ".join(parts) or None
 
@@ -164,6 +173,7 @@ def _card_text(
         "indeterminate": "HT indeterminate" + (" as HT-high (X)" if extrapolated else ""),
     }[group]
     lines: list[str] = []
+    noted: set[str] = set()  # drug classes whose order a line already named
     sections = {"high": "high", "low": "low", "all": "all", "diabetes": "nrm", "ferritin": "nrm"}
     for section in ("high", "low", "all", "nrm"):
         chosen = [r for r in items if sections[r.audience] == section]
@@ -183,10 +193,13 @@ def _card_text(
             n = refs.number(SHORT_SOURCE[r.source], r.source[1])
             also = [(part, s, refs.number(SHORT_SOURCE[src], src[1])) for part, s, src in r.also]
             strengths += [s for _, s, _ in r.also]
-            note = _ordered_note(r, on_order)
-            # On order: the item's name is enough, the note says what and since when (the button's label and
-            # the rationale page keep the full text, for a chart order that turns out to have lapsed).
-            text = (r.ordered or r.short) if note else r.short
+            # In this order set: the item's name is enough, the note says what. A chart order only informs (it
+            # may have lapsed): the item keeps its dose, duration and conditions. A drug already named on an
+            # earlier line is not named again.
+            text = (r.ordered or r.short) if any(_in_this_order_set(c, on_order) for c in r.drugs) else r.short
+            hits = [on_order[c] for c in r.drugs if c in on_order and c not in noted]
+            noted.update(c for c in r.drugs if c in on_order)
+            note = _ordered_note(text, hits)
             lines.append(item_line(text, strength, n, note, also))
         lines.append("")
     if not lines or not lines[0].startswith("**Infection"):
@@ -198,7 +211,8 @@ def _card_text(
         for r in pending:
             strengths.append(r.strength)
             n = refs.number(SHORT_SOURCE[r.source], r.source[1])
-            pending_parts.append(f"{r.title.split(' (')[0]} ({r.id} · {r.strength} [{n}])")
+            # The compact line, which keeps what §4 says must be said (R2's MDR caveat, R5 "unproven").
+            pending_parts.append(f"{r.short} ({r.id} · {r.strength} [{n}])")
         lines.append("**If the labs confirm HT-high** (not yet): " + ", ".join(pending_parts) + ".")
     if not chart_read:
         lines.append("Medication list unreadable: cannot tell whether already ordered.")

@@ -160,18 +160,20 @@ STATUS_TEXT = {
 _FHIR_ID = re.compile(r"Observation/[A-Za-z0-9.-]{1,64}")
 
 
-def _status_text(c: Component, tz: tzinfo) -> str:
-    """The status cell; an untrusted result is named so that it can be repeated (spec §1.5 rule 3)."""
+def _status_text(c: Component, tz: tzinfo, brief: bool = False) -> str:
+    """The status cell; an untrusted result is named so that it can be repeated (spec §1.5 rule 3): by id and
+    time, or (``brief``: several rows have one, and the card must stay short) by time only; every id is in
+    the extension (`untrusted`)."""
     text = STATUS_TEXT[c.status]
     u = c.untrusted
     if u is None:
         return text
-    what = [u.observation] if u.observation and _FHIR_ID.fullmatch(u.observation) else []
+    what = [u.observation] if u.observation and _FHIR_ID.fullmatch(u.observation) and not brief else []
     if u.effective is not None:
         what.append(local_time(u.effective, tz, date_only=u.date_only))
     label = ", ".join(what) or "the untrusted result"
     if u.problem == "subject":  # in this patient's search, but its subject names no readable patient
-        return f"unreadable patient reference: correct {label}"
+        return "unreadable patient (below)"
     if c.status == "untimed":
         return f"{text}: correct {label}"
     return f"{text}; repeat {label}" if c.status == "implausible" else f"{text}; implausible {label}: repeat"
@@ -194,13 +196,14 @@ def detail(a: Assessment, tz: tzinfo, ruleset: str, nrm: NrmProfile | None = Non
         "| Lab | Result | Collected | Points | Note |",
         "|---|---|---|---|---|",
     ]
+    brief = sum(a.components[x].untrusted is not None for x in HT_ANALYTES) >= 3
     for x in HT_ANALYTES:
         comp = a.components[x]
         used = comp.used
         when = local_time(used.effective, tz, date_only=used.date_only) if used and used.effective else "—"
         lines.append(
             f"| {SHORT_NAMES.get(x, LAB_NAMES[x])} | {_result_text(comp)} | {when} | {_points(comp)} | "
-            f"{_status_text(comp, tz)} |".replace("|  |", "| |")
+            f"{_status_text(comp, tz, brief)} |".replace("|  |", "| |")
         )
     lines.append("")
     if c.group == "indeterminate":
@@ -232,8 +235,20 @@ def detail(a: Assessment, tz: tzinfo, ruleset: str, nrm: NrmProfile | None = Non
     return text
 
 
+def _unattributed_note(a: Assessment) -> str | None:
+    """One line, of bounded length, for the results whose subject names no readable patient (a whole feed may
+    send them so): a record to correct, not a lab to repeat; their ids are in the extension (`untrusted`)."""
+    n = sum((u := a.components[x].untrusted) is not None and u.problem == "subject" for x in HT_ANALYTES)
+    if not n:
+        return None
+    what = "1 result names" if n == 1 else f"{n} results name"
+    return f"{what} no readable patient: not scored; the record needs correcting (ids in the extension)."
+
+
 def _notes(a: Assessment) -> list[str]:
     notes = []
+    if (unattributed := _unattributed_note(a)) is not None:
+        notes.append(unattributed)
     if "t0-assumed" in a.flags:
         notes.append("No planned start on the LD order: LD start taken as now; labs counted back from now.")
     if "t0-date-only" in a.flags:

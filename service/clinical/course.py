@@ -72,7 +72,7 @@ from service.clinical.labs import (
     parse_fhir_datetime,
     parse_labs,
 )
-from service.clinical.medications import belongs_to, match_drug, medication_concepts, resource_ref
+from service.clinical.medications import belongs_to, match_drug, match_drugs, medication_concepts, resource_ref
 from service.clinical.orders import ORDER_TYPES, Regimen, Trigger, is_oral_form, planned_start, start_rank
 from service.clinical.phenotype import PhenotypeName, candidates
 from service.clinical.valuesets import ValueSets
@@ -378,8 +378,8 @@ def ld_start(course: Course, resources: Iterable[Resource], patient_id: str, vs:
     planned start of an LD MedicationRequest in that range; else day 0 − 5, flagged ``t0-assumed``."""
     pool = [r for r in resources if isinstance(r, dict)]
     meds = _medications(pool)
-    given: list[tuple[datetime, bool, str, str]] = []  # (when, date_only, ref, drug)
-    ordered: list[tuple[datetime, bool, str, str]] = []
+    given: list[tuple[datetime, bool, str, tuple[str, ...]]] = []  # (when, date_only, ref, drugs)
+    ordered: list[tuple[datetime, bool, str, tuple[str, ...]]] = []
     for r in pool:
         rtype = r.get("resourceType")
         if rtype == "MedicationAdministration":
@@ -396,10 +396,10 @@ def ld_start(course: Course, resources: Iterable[Resource], patient_id: str, vs:
             continue
         if not LD_FIRST_DAY <= course.day_of(_local_day(t[0], t[1], tz)) <= 0:
             continue
-        drug = match_drug(medication_concepts(r, meds), vs.ld_rxnorm, vs.ld_names)
-        if drug is not None and not is_oral_form(r, meds, vs):
-            into.append((t[0], t[1], resource_ref(r) or "", drug))
-    drugs = frozenset(x[3] for x in given + ordered)
+        named = match_drugs(medication_concepts(r, meds), vs.ld_rxnorm, vs.ld_names)
+        if named and not is_oral_form(r, meds, vs):
+            into.append((t[0], t[1], resource_ref(r) or "", named))
+    drugs = frozenset(d for x in given + ordered for d in x[3])
     for source, found in (("administration", given), ("order", ordered)):
         if found:
             when, date_only, ref, _ = min(found, key=lambda x: (start_rank((x[0], x[1]), tz), x[2]))

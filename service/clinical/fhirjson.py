@@ -7,16 +7,42 @@ object, a string or a number. These two readers make every such place a skip, ne
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
-# A Patient reference, relative or absolute, optionally versioned ("Patient/7/_history/2"), with a FHIR id.
-_PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
+# A Patient reference, relative or absolute, optionally versioned ("Patient/7/_history/2"). The id is
+# anything without a slash or white space: a site's ids may break FHIR's id grammar (context.patientId is
+# compared as given), and a newline or space makes a reference unreadable, never another patient's.
+_PATIENT_REF = re.compile(r"(?:\S*/)?Patient/([^/\s]+)(?:/_history/[^/\s]+)?")
+
+# Whose a resource is, by its subject (R4) or patient (DSTU2): "unknown" when the field is there but
+# names no readable Patient reference (a display or identifier only, a urn:uuid, a Group).
+Owner = Literal["this", "other", "unknown"]
 
 
 def patient_ref_id(ref: object) -> str | None:
     """The patient id a reference string names, or None (not a string, a urn:uuid, a Group, a display)."""
-    found = _PATIENT_REF.search(ref) if isinstance(ref, str) else None
+    found = _PATIENT_REF.fullmatch(ref) if isinstance(ref, str) else None
     return found.group(1) if found else None
+
+
+def owner(resource: dict[str, Any], patient_id: str) -> Owner:
+    """The one reading of a resource's patient, for every rule (each decides what "unknown" means for it).
+    No subject is "this": the field is optional, and the search or the hook already selected the patient.
+    A bare string where a Reference belongs is read as its reference."""
+    holder = resource.get("subject")
+    if holder is None:
+        holder = resource.get("patient")
+        if holder is None:
+            return "this"
+    ref = holder if isinstance(holder, str) else holder.get("reference") if isinstance(holder, dict) else None
+    if not isinstance(ref, str):
+        return "unknown"
+    if ref == f"Patient/{patient_id}":
+        return "this"
+    found = patient_ref_id(ref)
+    if found is None:
+        return "unknown"
+    return "this" if found == patient_id else "other"
 
 
 def as_list(value: object) -> list[Any]:

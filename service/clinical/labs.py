@@ -7,13 +7,14 @@ nothing here trusts a field it has not checked.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from service.clinical.fhirjson import as_list, dicts, patient_ref_id
+from service.clinical.fhirjson import as_list, dicts, owner
 from service.clinical.hematotox import MAX_POINTS, Points, Span, points
 from service.clinical.units import CANONICAL, PLAUSIBLE, UnitRejected, is_plausible, to_canonical
 from service.clinical.valuesets import LOINC, LabCode, ValueSets
@@ -152,23 +153,6 @@ def _decimal(x: object) -> Decimal | None:
     return d if d.is_finite() and -30 <= d.adjusted() <= 30 else None
 
 
-def _subject_patient(obs: dict[str, Any]) -> str | None:
-    """The patient id the subject names; "" when there is no subject (optional in R4: the query already
-    selected the patient); None when it is there but no Patient reference can be read from it (a string,
-    a display or identifier only, a urn:uuid, a Group)."""
-    subject = obs.get("subject")
-    if subject is None:
-        return ""
-    return patient_ref_id(subject.get("reference")) if isinstance(subject, dict) else None
-
-
-def _not_foreign(obs: dict[str, Any], patient_id: str) -> bool:
-    subject = obs.get("subject")
-    if isinstance(subject, dict) and subject.get("reference") == f"Patient/{patient_id}":
-        return True  # the common case, without a regular expression
-    return _subject_patient(obs) in ("", None, patient_id)
-
-
 def _raw_effective(obs: dict[str, Any]) -> object:
     raw = obs.get("effectiveDateTime") or obs.get("effectiveInstant")
     period = obs.get("effectivePeriod")
@@ -201,7 +185,20 @@ def by_issued(obs: dict[str, Any], tz: tzinfo) -> bool:
 def parse_observation(obs: dict[str, Any], patient_id: str, vs: ValueSets, rules: LabRules) -> LabResult | None:
     """One Observation → a LabResult, or None when it is not one of our lab codes / patients."""
     head = _head(obs, patient_id, vs, rules)
-    return None if head is None else _body(obs, *head, rules)
+    if head is None:
+        return None
+    lab, eff, unknown_owner = head
+    r = _body(obs, lab, eff, rules)
+    return _unattributed(r) if unknown_owner else r
+
+
+def _unattributed(r: LabResult) -> LabResult:
+    """A value in this patient's search whose subject names no readable patient: untrusted ("subject"), so
+    that it blocks older values and is named. A result that is no result anyway (status, absent, no value)
+    or cannot be placed (no time: untimed, which is as safe) keeps its own problem."""
+    if r.problem is not None and r.problem not in UNTRUSTED:
+        return r
+    return dataclasses.replace(r, value=None, comparator=None, problem="subject")
 
 
 @dataclass(frozen=True)
@@ -227,9 +224,11 @@ def parse_labs(observations: Iterable[Any], patient_id: str, vs: ValueSets, rule
 Effective = tuple[datetime, bool, bool]  # (when, date_only, imprecise), see _effective
 
 
-def _head(obs: object, patient_id: str, vs: ValueSets, rules: LabRules) -> tuple[LabCode, Effective | None] | None:
-    """What an Observation is and when it was collected, or None when it is not one of our lab codes /
-    patients: enough to place it in time before its value is read."""
+def _head(
+    obs: object, patient_id: str, vs: ValueSets, rules: LabRules
+) -> tuple[LabCode, Effective | None, bool] | None:
+    """What an Observation is, when it was collected and whether its subject is unreadable, or None when it
+    is not one of our lab codes or another patient's: enough to place it in time before its value is read."""
     if not isinstance(obs, dict) or obs.get("resourceType") != "Observation":
         return None
     code = obs.get("code")
@@ -243,9 +242,12 @@ def _head(obs: object, patient_id: str, vs: ValueSets, rules: LabRules) -> tuple
             if isinstance(k, str) and k in lab_codes:
                 lab = lab_codes[k]
                 break
-    if lab is None or not _not_foreign(obs, patient_id):
+    if lab is None:
         return None
-    return lab, _effective(obs, rules.tz)
+    who = owner(obs, patient_id)
+    if who == "other":
+        return None
+    return lab, _effective(obs, rules.tz), who == "unknown"
 
 
 def _body(obs: dict[str, Any], lab: LabCode, eff: Effective | None, rules: LabRules) -> LabResult:
@@ -261,12 +263,10 @@ def _body(obs: dict[str, Any], lab: LabCode, eff: Effective | None, rules: LabRu
 
     # Membership only for strings: a client may send any JSON there, and a dict is not hashable.
     status = obs.get("status")
-    if _subject_patient(obs) is None:
-        problem: Problem | None = "subject"
-    elif not isinstance(status, str) or not (
+    if not isinstance(status, str) or not (
         status in USABLE_STATUS or (rules.accept_preliminary and status == "preliminary")
     ):
-        problem = "status"
+        problem: Problem | None = "status"
     elif obs.get("dataAbsentReason") is not None:
         problem = "absent"
     else:
@@ -736,7 +736,9 @@ def _heads(
     for obs in observations:
         head = _head(obs, patient_id, vs, rules)
         if head is not None:
-            yield obs, head[0], head[1], None
+            lab, eff, unknown_owner = head
+            # Rare: read at once, so that the lazy stale reading never sees it unmarked.
+            yield obs, lab, eff, _unattributed(_body(obs, lab, eff, rules)) if unknown_owner else None
 
 
 def assess_all(
@@ -763,7 +765,7 @@ def assess_all(
     for obs, lab, eff, read in _heads(observations, patient_id, vs, rules):
         if eff is None:
             r = read or _body(obs, lab, None, rules)
-            if r.problem in ("no-time", "subject"):  # cannot be placed, or not known to be theirs
+            if r.problem == "no-time":
                 untimed.setdefault("anc" if lab.analyte in _ANC_PARTS else lab.analyte, []).append(r)
             continue
         if lab.analyte in _ANC_PARTS:

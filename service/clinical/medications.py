@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from service.clinical.fhirjson import as_list, dicts, patient_ref_id
+from service.clinical.fhirjson import as_list, dicts, owner
 from service.clinical.valuesets import RXNORM, ValueSets
 
 
@@ -22,11 +22,9 @@ def resource_ref(resource: dict[str, Any]) -> str | None:
 
 
 def belongs_to(order: dict[str, Any], patient_id: str) -> bool:
-    holder = order.get("subject") or order.get("patient")  # R4 subject, DSTU2 patient
-    if holder is None:
-        # Draft orders in a hook are in this patient's chart; a missing subject is sloppy, not foreign.
-        return True
-    return isinstance(holder, dict) and patient_ref_id(holder.get("reference")) == patient_id
+    """Not another patient's. Orders and administrations come from this patient's hook or searches: a
+    missing or unreadable subject is sloppy, not foreign (a missed LD order would silently drop the score)."""
+    return owner(order, patient_id) != "other"
 
 
 def referenced_medications(order: dict[str, Any], resources: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -61,13 +59,21 @@ def medication_concepts(order: dict[str, Any], resources: Iterable[dict[str, Any
 _WORD = re.compile(r"[a-z][a-z\-]*")
 
 
-def _words(text: str) -> set[str]:
-    # Hyphenated words whole ("axi-cel", "tmp-smx") and in parts ("pegfilgrastim-jmdb": biosimilar suffixes).
-    words = set(_WORD.findall(text.lower()))
-    return words | {part for w in words if "-" in w for part in w.split("-") if part}
+def _words(text: str) -> list[str]:
+    """The words in text order (never a set's order, which changes with each process's hash seed): hyphenated
+    words whole ("axi-cel", "tmp-smx"), then their parts ("pegfilgrastim-jmdb": biosimilar suffixes)."""
+    out = []
+    for w in _WORD.findall(text.lower()):
+        out.append(w)
+        if "-" in w:
+            out += [part for part in w.split("-") if part]
+    return out
 
 
-def match_drug(concepts: list[dict[str, Any]], codes: Mapping[str, str], names: Mapping[str, str]) -> str | None:
+def match_drugs(concepts: list[dict[str, Any]], codes: Mapping[str, str], names: Mapping[str, str]) -> tuple[str, ...]:
+    """Every drug of the table the concepts name, in the order they name them: by RxNorm code when any code
+    matches, else by the words of their texts ("fludarabine + cyclophosphamide (LD)" names both)."""
+    found: dict[str, None] = {}  # an ordered set
     for cc in concepts:
         for c in as_list(cc.get("coding")):
             if (
@@ -76,15 +82,21 @@ def match_drug(concepts: list[dict[str, Any]], codes: Mapping[str, str], names: 
                 and isinstance(code := c.get("code"), str)
                 and code in codes
             ):
-                return codes[code]
+                found[codes[code]] = None
+    if found:
+        return tuple(found)
     for cc in concepts:
         texts = [cc.get("text")] + [c.get("display") for c in dicts(cc.get("coding"))]
         for t in texts:
             if isinstance(t, str):
-                hit = next((names[w] for w in _words(t) if w in names), None)
-                if hit:
-                    return hit
-    return None
+                found.update((names[w], None) for w in _words(t) if w in names)
+    return tuple(found)
+
+
+def match_drug(concepts: list[dict[str, Any]], codes: Mapping[str, str], names: Mapping[str, str]) -> str | None:
+    """The first drug the concepts name (match_drugs)."""
+    hits = match_drugs(concepts, codes, names)
+    return hits[0] if hits else None
 
 
 def drug_in_class(

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 from typing import Any
 
-from service.clinical.fhirjson import as_dict, dicts, patient_ref_id
+from service.clinical.fhirjson import as_dict, dicts, owner
 from service.clinical.labs import Component, LabResult, parse_fhir_datetime
 
 SNOMED = "http://snomed.info/sct"
@@ -69,9 +69,9 @@ def diabetes(
     for c in conditions:
         if not isinstance(c, dict) or c.get("resourceType") != "Condition":
             continue
-        subj = c.get("subject")
-        ref = subj.get("reference") if isinstance(subj, dict) else None
-        if isinstance(ref, str) and patient_ref_id(ref) != patient_id:
+        # A Condition in this patient's list whose subject cannot be read still counts: never hide a risk
+        # factor for a malformed reference (another patient's is left out).
+        if owner(c, patient_id) == "other":
             continue
         if _status(c.get("verificationStatus")) in VERIFICATION_EXCLUDED:
             continue
@@ -181,9 +181,8 @@ def ecog(observations: Iterable[dict[str, Any]], patient_id: str) -> int | None:
             continue
         if o.get("status") not in ("final", "amended", "corrected"):
             continue
-        subj = o.get("subject")
-        ref = subj.get("reference") if isinstance(subj, dict) else None
-        if isinstance(ref, str) and not ref.endswith(f"Patient/{patient_id}"):
+        # As for Conditions: an unreadable subject in this patient's search counts, another patient's not.
+        if owner(o, patient_id) == "other":
             continue
         value = o.get("valueInteger")
         if not isinstance(value, int) or isinstance(value, bool):

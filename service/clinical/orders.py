@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from service.clinical.fhirjson import as_dict, as_list, dicts
 from service.clinical.labs import parse_fhir_datetime
-from service.clinical.medications import belongs_to, match_drug, medication_concepts, resource_ref
+from service.clinical.medications import belongs_to, match_drug, match_drugs, medication_concepts, resource_ref
 from service.clinical.routes import route_evidence
 from service.clinical.valuesets import DoseForms, ValueSets
 
@@ -69,21 +69,28 @@ def planned_start(order: dict[str, Any], tz: tzinfo) -> tuple[datetime, bool] | 
 
 
 def ld_drug(order: dict[str, Any], patient_id: str, resources: list[dict[str, Any]], vs: ValueSets) -> str | None:
+    """The first LD drug the order names (ld_drugs), or None when it is no LD order."""
+    drugs = ld_drugs(order, patient_id, resources, vs)
+    return drugs[0] if drugs else None
+
+
+def ld_drugs(order: dict[str, Any], patient_id: str, resources: list[dict[str, Any]], vs: ValueSets) -> tuple[str, ...]:
+    """Every LD drug a live, intravenous LD order names (one order may name Flu and Cy)."""
     # Membership only for strings: a client may send any JSON there, and a dict is not hashable.
     if (
         not isinstance(order, dict)
         or not isinstance(rtype := order.get("resourceType"), str)
         or rtype not in ORDER_TYPES
     ):
-        return None
+        return ()
     status = order.get("status")
     if (isinstance(status, str) and status in DEAD_STATUS) or not belongs_to(order, patient_id):
-        return None
+        return ()
     concepts = medication_concepts(order, resources)
-    drug = match_drug(concepts, vs.ld_rxnorm, vs.ld_names)
-    if drug is None or _oral_not_intravenous(order, concepts, resources, vs.ld_dose_forms):
-        return None
-    return drug
+    drugs = match_drugs(concepts, vs.ld_rxnorm, vs.ld_names)
+    if not drugs or _oral_not_intravenous(order, concepts, resources, vs.ld_dose_forms):
+        return ()
+    return drugs
 
 
 def _oral_not_intravenous(
@@ -138,8 +145,7 @@ def find_trigger(
         triggering.append(LdOrder(resource_ref(order) or "", drug, *(start if start else (None, False))))
     if not triggering:
         return None
-    in_set = {d for o in draft_orders if (d := ld_drug(o, patient_id, draft_orders, vs))}
-    in_set |= {o.drug for o in triggering}
+    in_set = {d for o in [*draft_orders, *candidates] for d in ld_drugs(o, patient_id, draft_orders, vs)}
     product = cart_product(draft_orders, vs)
     if "fludarabine" in in_set and "cyclophosphamide" in in_set:
         regimen: Regimen = "flu-cy"

@@ -9,7 +9,8 @@ The two sources weigh differently. A draft in this hook is being signed now: the
 duplicate order button. A chart order only informs ("on chart: valacyclovir, 2024-03-08") and the
 button stays, because a medication list is often stale: it counts only when status is active, intent
 is order (a DSTU2 MedicationOrder is an order by its type), and it was written or starts no earlier
-than 14 days before LD start — an older order may have lapsed without being ended. In the hook, any
+than 14 days before LD start — an older order may have lapsed without being ended — and none of its
+periods (bounds, validity) is over before LD. In the hook, any
 order not ended counts (a draft there may have no status or intent yet). When the chart could not be
 read, nothing is claimed either way (`chart_read` False).
 """
@@ -22,7 +23,7 @@ from datetime import date, datetime, timedelta, tzinfo
 from types import MappingProxyType
 from typing import Any
 
-from service.clinical.fhirjson import as_dict, dicts
+from service.clinical.fhirjson import as_dict, as_list, dicts
 from service.clinical.labs import parse_fhir_datetime
 from service.clinical.medications import belongs_to, drug_in_class, medication_concepts
 from service.clinical.orders import DEAD_STATUS, ORDER_TYPES
@@ -63,11 +64,24 @@ def _authored(order: dict[str, Any], tz: tzinfo) -> date | None:
     return None
 
 
-def _starts(order: dict[str, Any], tz: tzinfo) -> list[date]:
-    raws = [as_dict(as_dict(order.get("dispenseRequest")).get("validityPeriod")).get("start")]
+def _periods(order: dict[str, Any]) -> list[dict[str, Any]]:
+    """The order's validity period and each dosage's bounds period."""
+    out = [as_dict(as_dict(order.get("dispenseRequest")).get("validityPeriod"))]
     for dosage in dicts(order.get("dosageInstruction")):
-        raws.append(as_dict(as_dict(as_dict(dosage.get("timing")).get("repeat")).get("boundsPeriod")).get("start"))
+        out.append(as_dict(as_dict(as_dict(dosage.get("timing")).get("repeat")).get("boundsPeriod")))
+    return out
+
+
+def _starts(order: dict[str, Any], tz: tzinfo) -> list[date]:
+    raws = [p.get("start") for p in _periods(order)]
+    for dosage in dicts(order.get("dosageInstruction")):
+        raws += as_list(as_dict(dosage.get("timing")).get("event"))
     return [day for raw in raws if (day := _local_date(raw, tz))]
+
+
+def _ended_before(order: dict[str, Any], day: date, tz: tzinfo) -> bool:
+    """A period of the order ends before ``day``: a course that was over before LD (status left active)."""
+    return any((end := _local_date(p.get("end"), tz)) is not None and end < day for p in _periods(order))
 
 
 def _day(order: dict[str, Any], since: date | None, tz: tzinfo) -> date | None:
@@ -77,17 +91,21 @@ def _day(order: dict[str, Any], since: date | None, tz: tzinfo) -> date | None:
     return next((d for d in days if since is None or d >= since), None)
 
 
-def _live(order: object, patient_id: str, chart_since: date | None, tz: tzinfo) -> bool:
-    """`chart_since` None: the hook's drafts (anything not ended); else a chart order, current since that day."""
+def _live(order: object, patient_id: str, chart: tuple[date, date] | None, tz: tzinfo) -> bool:
+    """`chart` None: the hook's drafts (anything not ended); else a chart order, current in (since, LD day):
+    written or starting on or after `since`, and no period of it over before LD."""
     if not isinstance(order, dict) or order.get("resourceType") not in ORDER_TYPES:
         return False
     if not belongs_to(order, patient_id):
         return False
     status = order.get("status")
-    if chart_since is None:
+    if chart is None:
         return not (isinstance(status, str) and status in DEAD_STATUS)
+    since, ld_day = chart
     is_order = order.get("resourceType") == "MedicationOrder" or order.get("intent") == "order"
-    return status == "active" and is_order and _day(order, chart_since, tz) is not None
+    return (
+        status == "active" and is_order and _day(order, since, tz) is not None and not _ended_before(order, ld_day, tz)
+    )
 
 
 def _newer(a: Ordered, b: Ordered | None) -> bool:
@@ -114,14 +132,14 @@ def prophylaxis_orders(
     chart_list = None if chart is None else [r for r in chart if isinstance(r, dict)]
     draft_list = [r for r in drafts if isinstance(r, dict)]
     pool = [*(chart_list or []), *draft_list]
-    since = ld_start.astimezone(tz).date() - CHART_LOOKBACK
+    ld_day = ld_start.astimezone(tz).date()
     found: dict[str, Ordered] = {}
-    sources: list[tuple[list[dict[str, Any]], date | None, bool]] = [(draft_list, None, True)]
+    sources: list[tuple[list[dict[str, Any]], tuple[date, date] | None, bool]] = [(draft_list, None, True)]
     if chart_list is not None:
-        sources.append((chart_list, since, False))
-    for orders, chart_since, in_hook in sources:
+        sources.append((chart_list, (ld_day - CHART_LOOKBACK, ld_day), False))
+    for orders, window, in_hook in sources:
         for order in orders:
-            if not _live(order, patient_id, chart_since, tz):
+            if not _live(order, patient_id, window, tz):
                 continue
             concepts: list[dict[str, Any]] | None = None
             for drug_class in vs.drug_class_rxnorm:
@@ -131,7 +149,7 @@ def prophylaxis_orders(
                 concepts = concepts if concepts is not None else medication_concepts(order, pool)
                 if route_evidence(order, concepts, pool).says(vs.local_use):
                     break  # for local use: no class is covered by it
-                hit = Ordered(drug, _day(order, chart_since, tz), in_hook)
+                hit = Ordered(drug, _day(order, window[0] if window else None, tz), in_hook)
                 if _newer(hit, found.get(drug_class)):
                     found[drug_class] = hit
     return ProphylaxisOrders(MappingProxyType(found), chart_list is not None)

@@ -24,11 +24,14 @@ from service.clinical.valuesets import RXNORM, RouteMarks
 class RouteEvidence:
     codes: frozenset[tuple[str, str]]  # (system, code) of every coding of the medication, its form and routes
     texts: tuple[str, ...]
+    route_texts: frozenset[str] = frozenset()  # each dosage route's text, stripped, lower case
 
     def says(self, marks: RouteMarks) -> bool:
         if not self.codes.isdisjoint(marks.codes):
             return True
         if marks.rxnorm and any(system == RXNORM and code in marks.rxnorm for system, code in self.codes):
+            return True
+        if not self.route_texts.isdisjoint(marks.route_texts):
             return True
         return any(marks.words.search(text) for text in self.texts)
 
@@ -39,10 +42,13 @@ def route_evidence(
     """``concepts`` are the medication's CodeableConcepts (medications.medication_concepts)."""
     coded = [*concepts, *(as_dict(m.get("form")) for m in referenced_medications(resource, resources))]
     texts: list[object] = []
+    route_texts: set[str] = set()
     # An order's dosageInstruction (a list), a MedicationAdministration's dosage (one object).
     for dosage in [*dicts(resource.get("dosageInstruction")), *dicts([resource.get("dosage")])]:
         route = as_dict(dosage.get("route"))
         coded.append(route)
+        if isinstance(text := route.get("text"), str):
+            route_texts.add(text.strip().lower())
         # The dose's unit: "tablet" (Epic), "{pill}" (the CDS Hooks sandbox); R4 doseAndRate, DSTU2 doseQuantity
         # and quantity.
         for dose in [
@@ -60,4 +66,4 @@ def route_evidence(
             texts.append(c.get("display"))
             if isinstance(system, str) and isinstance(code, str):
                 codes.add((system, code))
-    return RouteEvidence(frozenset(codes), tuple(t for t in texts if isinstance(t, str)))
+    return RouteEvidence(frozenset(codes), tuple(t for t in texts if isinstance(t, str)), frozenset(route_texts))

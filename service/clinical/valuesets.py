@@ -66,6 +66,8 @@ class RouteMarks:
     codes: frozenset[tuple[str, str]] = frozenset()
     rxnorm: frozenset[str] = frozenset()
     words: re.Pattern[str] = re.compile(r"(?!)")
+    # A dosage route's whole text, lower case: abbreviations too short to be read inside other text ("ou").
+    route_texts: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -76,10 +78,12 @@ class DoseForms:
     intravenous: RouteMarks = RouteMarks()
 
 
-def _phrases(words: list[str]) -> re.Pattern[str]:
-    # Whole words or phrases, case-insensitive ("po" not in "poly"; "p.o." and "by  mouth" too).
+def _phrases(words: list[str], *, hyphen_joins: bool = False) -> re.Pattern[str]:
+    # Whole words or phrases, case-insensitive ("po" not in "poly"; "p.o." and "by  mouth" too). With
+    # hyphen_joins, a hyphenated word is one word ("nasal" not in "Nasal-Gastric tube").
     alternatives = sorted((r"\s+".join(map(re.escape, w.lower().split())) for w in words), key=len, reverse=True)
-    return re.compile(r"(?<![a-z0-9])(?:" + "|".join(alternatives) + r")(?![a-z0-9])", re.IGNORECASE)
+    edge = "a-z0-9-" if hyphen_joins else "a-z0-9"
+    return re.compile(rf"(?<![{edge}])(?:" + "|".join(alternatives) + rf")(?![{edge}])", re.IGNORECASE)
 
 
 def _codes(entries: list[Mapping[str, Any]]) -> frozenset[tuple[str, str]]:
@@ -94,7 +98,12 @@ def _dose_forms(raw: Mapping[str, Any]) -> DoseForms:
 
 
 def _local_use(raw: Mapping[str, Any]) -> RouteMarks:
-    return RouteMarks(_codes(raw["codes"]), frozenset(), _phrases(raw["words"]))
+    return RouteMarks(
+        _codes(raw["codes"]),
+        frozenset(),
+        _phrases(raw["words"], hyphen_joins=True),
+        frozenset(t.lower() for t in raw["route_texts"]),
+    )
 
 
 @dataclass(frozen=True)

@@ -114,9 +114,10 @@ def _lines(c: Chunk) -> Iterator[bytes]:
 
 def patient_of(resource: dict[str, object]) -> str | None:
     holder = resource.get("subject") or resource.get("patient")  # R4 subject, DSTU2 patient
-    # The reference forms the clinical rules accept as "this patient" (fhirjson.patient_ref_id): anything
-    # else could not be matched to the patient later and is reported instead.
-    return patient_ref_id(holder.get("reference")) if isinstance(holder, dict) else None
+    # The reference forms the clinical rules read as a patient (fhirjson.patient_ref_id, and a bare string as
+    # fhirjson.owner reads it): anything else could not be matched to a patient and is reported instead.
+    ref = holder if isinstance(holder, str) else holder.get("reference") if isinstance(holder, dict) else None
+    return patient_ref_id(ref)
 
 
 def shard_of(patient: str, n_shards: int) -> int:
