@@ -510,7 +510,7 @@ def course_result(
         day = course.day_of(_local_day(r.effective, r.date_only, tz))
         if not LATEST_FROM_DAY <= day <= horizon:
             continue
-        if day >= 0 and by_issued(obs, tz):
+        if day >= 0 and r.timing_imprecise and by_issued(obs, tz):  # placed by issued implies imprecise
             flags.add("timing-imprecise")
         if r.analyte in _ANC_PARTS:
             parts_by_day.setdefault(day, []).append(r)
