@@ -10,16 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, NamedTuple
 
 INF = Decimal("Infinity")
 
 HT_ANALYTES = ("anc", "hemoglobin", "platelets", "crp", "ferritin")
 
 
-@dataclass(frozen=True)
-class Span:
-    """A set of real values: from ``lo`` to ``hi`` with each end open or closed."""
+class Span(NamedTuple):
+    """A set of real values: from ``lo`` to ``hi`` with each end open or closed. A NamedTuple (immutable,
+    cheap to build: one per result read, see labs.LabResult)."""
 
     lo: Decimal
     hi: Decimal
