@@ -62,14 +62,17 @@ def _refs(detail: str) -> list[str]:
     return re.findall(r"\[(\d)\]", detail)
 
 
+@pytest.mark.parametrize("ld", ["flu-cy", "bendamustine-date-only"])
 @pytest.mark.parametrize("problem", ["subject", "implausible"])
-def test_every_lab_untrusted_with_long_ids_still_fits(clients, problem: str):
+def test_every_lab_untrusted_with_long_ids_still_fits(clients, problem: str, ld: str):
     """Review of 2cf864d, F4: a feed whose every result is untrusted (no readable patient, or an implausible
     value) and whose ids are long: the rows name times only, one line says the rest; within DETAIL_MAX (the
     150 spare of the risk card are spent on exactly these notes)."""
-    from tests.card_variants import _request
+    from tests.card_variants import PATIENT, _request
+    from tests.cases import ld_orders
 
-    req = _request("T21", diabetes=True, ferritin_high=True, easix=True, ecog=2)
+    orders = ld_orders(PATIENT, "2024-03-10", drugs=("134547",)) if ld != "flu-cy" else None
+    req = _request("T21", diabetes=True, ferritin_high=True, easix=True, ecog=2, orders=orders)
     for bundle in req["prefetch"].values():
         for entry in bundle.get("entry", []) if isinstance(bundle, dict) else []:
             o = entry["resource"]
@@ -79,7 +82,20 @@ def test_every_lab_untrusted_with_long_ids_still_fits(clients, problem: str):
                     o["subject"] = {"display": "Jane Doe"}
                 elif "valueQuantity" in o:
                     o["valueQuantity"]["value"] = 99999
-    risk, _ = _cards(clients, Variant(f"untrusted-{problem}", req))
+    risk, _ = _cards(clients, Variant(f"untrusted-{problem}-{ld}", req))
     assert len(risk["detail"]) <= DETAIL_MAX, risk["detail"]
     flagged = [c for c in risk["extension"]["hematotox-cds"]["hematotox"]["components"] if "untrusted" in c]
     assert len(flagged) >= 4 and all(c["untrusted"].endswith("0123456789abcdef") for c in flagged)
+
+
+def test_every_class_on_the_chart_with_long_drug_names_fits(clients):
+    """Second review, N5: every class on the chart by its longest names, every NRM flag, as-high."""
+    from tests.card_variants import _request, medication
+
+    names = ["pegfilgrastim", "moxifloxacin", "isavuconazonium", "valacyclovir", "trimethoprim-sulfamethoxazole"]
+    chart = [medication(f"c{i}", None, n) for i, n in enumerate(names)]
+    req = _request("T35", diabetes=True, ferritin_high=True, easix=True, ecog=2, medications=chart)
+    settings = {"recommendations": {"treat_indeterminate_as_high": True}}
+    _, prophylaxis = _cards(clients, Variant("every-class-long-names", req, settings))
+    assert len(prophylaxis["detail"]) <= DETAIL_MAX, prophylaxis["detail"]
+    assert prophylaxis["detail"].count("on chart") == 5

@@ -320,3 +320,35 @@ def test_hostile_lines_and_a_corrupt_gzip_never_crash_the_command(demo: Path, tm
     for want in _rows(demo / "truth.csv"):
         if want["patient"] != "pt-14-00000":
             assert got[want["patient"]] == want
+
+
+def test_a_bare_string_subject_is_read_as_its_reference(tmp_path: Path) -> None:
+    """Second review, N9: the cohort groups a resource by a bare-string subject as the hook reads it."""
+    import orjson
+
+    from service.clinical.valuesets import value_sets
+    from service.cohort.export import chunks, discover, read_chunk, read_codes
+    from service.cohort.store import PartWriter, shard_patients
+
+    export = tmp_path / "export"
+    export.mkdir()
+    lines = [
+        {
+            "resourceType": "Observation",
+            "id": "o1",
+            "status": "final",
+            "subject": "Patient/p",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "777-3"}]},
+            "effectiveDateTime": "2024-03-09T08:00:00Z",
+            "valueQuantity": {"value": 40, "unit": "10*9/L"},
+        },
+    ]
+    (export / "Observation.ndjson").write_bytes(b"\n".join(orjson.dumps(x) for x in lines) + b"\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    writer = PartWriter(work)
+    files, _ = discover(export)
+    reports = [read_chunk(c, writer, 1, read_codes(value_sets().lab_codes)) for f in files for c in chunks(f)]
+    writer.commit()
+    assert all(not r.problems for r in reports)
+    assert [pid for pid, _ in shard_patients(work, 0)] == ["p"]

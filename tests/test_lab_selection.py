@@ -769,6 +769,9 @@ UNREADABLE_SUBJECTS = {
     "a group": {"reference": "Group/ward-7"},
     "a trailing newline": {"reference": "Patient/p\n"},
     "no reference form": {"reference": "Patient/xPatient/p"},
+    "a query": {"reference": "Patient/p?_format=json"},
+    "a fragment": {"reference": "https://x/fhir/Patient/p#x"},
+    "a zero-width space": {"reference": "Patient/p\u200b"},
     "a number": {"reference": 7},
 }
 
@@ -837,3 +840,12 @@ def test_a_patient_id_outside_the_fhir_id_grammar_still_scores(patient: str) -> 
     ht = r.json()["cards"][0]["extension"]["hematotox-cds"]["hematotox"]
     assert ht["confirmed"]["group"] == "high"
     assert not any("untrusted" in f for f in ht.get("flags", []))
+
+
+def test_a_stale_row_keeps_older_not_counted_beside_an_unreadable_newer_result(client: TestClient) -> None:
+    """Second review, N6."""
+    newer = obs("plt-new", "777-3", 40, "10*9/L", TWO_H, patient=P) | {"subject": {"display": "Jane Doe"}}
+    old = obs("plt-old", "777-3", 250, "10*9/L", STALE, patient=P)
+    _, text = risk(client, [*defaults("plt"), newer, old])
+    cell = status_cell(text, "PLT")
+    assert "older: not counted" in cell and "unreadable patient" in cell

@@ -406,3 +406,7 @@ def test_conditions_and_ecog_read_the_patient_as_the_labs_do():
     }
     assert ecog([{**e, "subject": {"reference": "Patient/p/_history/2"}}], "p") == 3
     assert ecog([{**e, "subject": {"reference": "Patient/q"}}], "p") is None
+    # Second review, N8: an unreadable one is used only when the patient has none of their own.
+    newer = {**e, "valueInteger": 0, "effectiveDateTime": "2024-03-05", "subject": {"display": "John Roe"}}
+    assert ecog([{**e, "subject": {"reference": "Patient/p"}}, newer], "p") == 3
+    assert ecog([newer], "p") == 0

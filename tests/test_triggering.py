@@ -422,3 +422,10 @@ def test_match_drugs_names_every_drug_in_text_order():
     vs = value_sets()
     concepts = [{"text": "cyclophosphamide then fludarabine"}]
     assert match_drugs(concepts, vs.ld_rxnorm, vs.ld_names) == ("cyclophosphamide", "fludarabine")
+
+
+def test_bendamustine_beside_flu_cy_keeps_the_not_validated_caveat(client):
+    """Second review, N7: one text naming bendamustine "instead of" Flu/Cy is not the validated regimen."""
+    order = med("a", text="bendamustine 90 mg/m2 IV (instead of fludarabine/cyclophosphamide)")
+    (card,) = cards(client, SIGN, hook_request("order-sign", "p1", OBS, orders=[order]))
+    assert "not-validated-for-regimen" in card["extension"]["hematotox-cds"]["hematotox"]["flags"]

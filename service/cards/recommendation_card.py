@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import date
 from functools import lru_cache
 
 from cds_hooks.models import Action, Card, Link, OverrideReason, Source, Suggestion
@@ -69,21 +70,26 @@ def _summary(group: str, items: list[Recommendation], ordered: Mapping[str, Orde
     return fit_summary(f"{head}: ", parts) if parts else f"{head}: infection prophylaxis before CAR-T"
 
 
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _short_day(day: date | None) -> str:
+    # A chart order counts only from 14 days before LD (prophylaxis_orders.py): month and day say which day
+    # without the year, and "Mar 8" cannot be read as 3 August (this card's budget has no room for the year).
+    return f"{_MONTHS[day.month - 1]} {day.day}" if day else "(undated)"
+
+
 def _ordered_note(text: str, hits: list[Ordered]) -> str | None:
-    """What is on order for an item: "in this order set: filgrastim; on chart: valacyclovir 2024-03-08". A
-    drug the item's own text names is not named again ("on chart 2024-03-08")."""
+    """What is on order for an item: "in this order set: filgrastim; on chart: valacyclovir Mar 8". A drug
+    the item's own text names is not named again ("on chart Mar 8")."""
     here = [o.drug for o in hits if o.in_this_hook]
     named = set(re.findall(r"[a-z][a-z-]*", text.lower()))  # whole words: "acyclovir" is not "valacyclovir"
-    chart = [
-        (f"{o.drug} " if o.drug not in named else "") + (o.authored.isoformat() if o.authored else "(undated)")
-        for o in hits
-        if not o.in_this_hook
-    ]
-    parts = ([f"in this order set: {', '.join(here)}"] if here else []) + (
-        [("on chart " if len(chart) == 1 and chart[0][:1].isdigit() else "on chart: ") + ", ".join(chart)]
-        if chart
-        else []
-    )
+    chart = [(o.drug, _short_day(o.authored)) for o in hits if not o.in_this_hook]
+    parts = [f"in this order set: {', '.join(here)}"] if here else []
+    if len(chart) == 1 and chart[0][0] in named:
+        parts.append(f"on chart {chart[0][1]}")
+    elif chart:
+        parts.append("on chart: " + ", ".join(f"{drug} {day}" for drug, day in chart))
     return "; ".join(parts) or None
 
 
@@ -196,9 +202,10 @@ def _card_text(
             # In this order set: the item's name is enough, the note says what. A chart order only informs (it
             # may have lapsed): the item keeps its dose, duration and conditions. A drug already named on an
             # earlier line is not named again.
-            text = (r.ordered or r.short) if any(_in_this_order_set(c, on_order) for c in r.drugs) else r.short
             hits = [on_order[c] for c in r.drugs if c in on_order and c not in noted]
             noted.update(c for c in r.drugs if c in on_order)
+            # The item is cut to its name only when this line's own note names a draft of this order set.
+            text = (r.ordered or r.short) if any(o.in_this_hook for o in hits) else r.short
             note = _ordered_note(text, hits)
             lines.append(item_line(text, strength, n, note, also))
         lines.append("")

@@ -173,7 +173,7 @@ def _status_text(c: Component, tz: tzinfo, brief: bool = False) -> str:
         what.append(local_time(u.effective, tz, date_only=u.date_only))
     label = ", ".join(what) or "the untrusted result"
     if u.problem == "subject":  # in this patient's search, but its subject names no readable patient
-        return "unreadable patient (below)"
+        return f"{text}; unreadable patient (below)" if c.status == "stale" else "unreadable patient (below)"
     if c.status == "untimed":
         return f"{text}: correct {label}"
     return f"{text}; repeat {label}" if c.status == "implausible" else f"{text}; implausible {label}: repeat"
@@ -276,7 +276,13 @@ def _notes(a: Assessment) -> list[str]:
         notes.append(
             f"Collection time not exact for {', '.join(LAB_NAMES[x] for x in imprecise)} (date only or report time)."
         )
-    rejected = [x for x in HT_ANALYTES if a.components[x].rejected_in_window]
+    # A lab whose untrusted result has no readable patient is said by the line above, not again here.
+    rejected = [
+        x
+        for x in HT_ANALYTES
+        if a.components[x].rejected_in_window
+        and not ((u := a.components[x].untrusted) is not None and u.problem == "subject")
+    ]
     if rejected:
         notes.append(
             f"Unusable results (status, unit, plausibility, collection time) skipped: "

@@ -73,7 +73,15 @@ from service.clinical.labs import (
     parse_labs,
 )
 from service.clinical.medications import belongs_to, match_drug, match_drugs, medication_concepts, resource_ref
-from service.clinical.orders import ORDER_TYPES, Regimen, Trigger, is_oral_form, planned_start, start_rank
+from service.clinical.orders import (
+    ORDER_TYPES,
+    Regimen,
+    Trigger,
+    is_oral_form,
+    planned_start,
+    regimen_of,
+    start_rank,
+)
 from service.clinical.phenotype import PhenotypeName, candidates
 from service.clinical.valuesets import ValueSets
 
@@ -419,18 +427,7 @@ def ld_trigger(course: Course, ld: LdStart, vs: ValueSets) -> Trigger:
     The context counts as validated only for Flu/Cy and a known validated product: a Procedure-recorded
     infusion names no product, so its card keeps the caveat [our reading: unknown is not validated].
     """
-    drugs = ld.drugs
-    regimen: Regimen
-    if {"fludarabine", "cyclophosphamide"} <= drugs:
-        regimen = "flu-cy"
-    elif "bendamustine" in drugs:
-        regimen = "bendamustine"
-    elif "fludarabine" in drugs:
-        regimen = "fludarabine"
-    elif "cyclophosphamide" in drugs:
-        regimen = "cyclophosphamide"
-    else:
-        regimen = "unknown"
+    regimen: Regimen = regimen_of(ld.drugs) or "unknown"
     product = course.infusion.product
     validated = regimen == "flu-cy" and product is not None and product in vs.validated_products
     return Trigger(

@@ -10,9 +10,9 @@ import re
 from typing import Any, Literal
 
 # A Patient reference, relative or absolute, optionally versioned ("Patient/7/_history/2"). The id is
-# anything without a slash or white space: a site's ids may break FHIR's id grammar (context.patientId is
-# compared as given), and a newline or space makes a reference unreadable, never another patient's.
-_PATIENT_REF = re.compile(r"(?:\S*/)?Patient/([^/\s]+)(?:/_history/[^/\s]+)?")
+# anything printable without a slash, white space, "?" or "#": a site's ids may break FHIR's id grammar
+# (context.patientId is compared as given); anything else makes a reference unreadable.
+_PATIENT_REF = re.compile(r"(?:\S*/)?Patient/([^/\s?#]+)(?:/_history/[^/\s?#]+)?")
 
 # Whose a resource is, by its subject (R4) or patient (DSTU2): "unknown" when the field is there but
 # names no readable Patient reference (a display or identifier only, a urn:uuid, a Group).
@@ -22,7 +22,9 @@ Owner = Literal["this", "other", "unknown"]
 def patient_ref_id(ref: object) -> str | None:
     """The patient id a reference string names, or None (not a string, a urn:uuid, a Group, a display)."""
     found = _PATIENT_REF.fullmatch(ref) if isinstance(ref, str) else None
-    return found.group(1) if found else None
+    # A query, a fragment or an invisible character (zero-width space, BOM) makes it unreadable: never
+    # another patient's, so that such a result is untrusted instead of dropped.
+    return found.group(1) if found and found.group(1).isprintable() else None
 
 
 def owner(resource: dict[str, Any], patient_id: str) -> Owner:

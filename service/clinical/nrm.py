@@ -172,8 +172,9 @@ _ECOG_ANSWERS = {"LA9622-7": 0, "LA9623-5": 1, "LA9624-3": 2, "LA9625-0": 3, "LA
 
 
 def ecog(observations: Iterable[dict[str, Any]], patient_id: str) -> int | None:
-    """The most recent recorded ECOG performance status, or None when none is recorded."""
-    best: tuple[datetime, int] | None = None
+    """The most recent recorded ECOG performance status, or None when none is recorded. One whose subject
+    cannot be read is used only when this patient has none of their own (it must never replace theirs)."""
+    best: dict[bool, tuple[datetime, int]] = {}  # surely this patient's → the best so far
     for o in observations:
         if not isinstance(o, dict) or o.get("resourceType") != "Observation":
             continue
@@ -181,8 +182,8 @@ def ecog(observations: Iterable[dict[str, Any]], patient_id: str) -> int | None:
             continue
         if o.get("status") not in ("final", "amended", "corrected"):
             continue
-        # As for Conditions: an unreadable subject in this patient's search counts, another patient's not.
-        if owner(o, patient_id) == "other":
+        who = owner(o, patient_id)
+        if who == "other":
             continue
         value = o.get("valueInteger")
         if not isinstance(value, int) or isinstance(value, bool):
@@ -195,9 +196,11 @@ def ecog(observations: Iterable[dict[str, Any]], patient_id: str) -> int | None:
         parsed = parse_fhir_datetime(raw, UTC) if isinstance(raw, str) else None
         when = parsed[0] if parsed else datetime.min.replace(tzinfo=UTC)
         # Two scores at one time: the higher (worse) one, whatever their order.
-        if best is None or (when, value) > best:
-            best = (when, value)
-    return best[1] if best else None
+        mine = who == "this"
+        if mine not in best or (when, value) > best[mine]:
+            best[mine] = (when, value)
+    chosen = best.get(True) or best.get(False)
+    return chosen[1] if chosen else None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ or text-only medications, contained Medications. Only the fields used here are c
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime, time, tzinfo
 from typing import Any, Literal
@@ -124,6 +125,17 @@ def cart_product(resources: list[Any], vs: ValueSets) -> str | None:
     return None
 
 
+def regimen_of(drugs: Collection[str]) -> Regimen | None:
+    """The LD regimen the drugs make (at order time and for a course's LD start), None when none is an LD
+    drug. Bendamustine first: drugs (or one order's text: "bendamustine … instead of Flu/Cy") that name it
+    beside Flu/Cy are not the validated regimen, and keep the caveat."""
+    if "bendamustine" in drugs:
+        return "bendamustine"
+    if "fludarabine" in drugs:
+        return "flu-cy" if "cyclophosphamide" in drugs else "fludarabine"
+    return "cyclophosphamide" if "cyclophosphamide" in drugs else None
+
+
 def find_trigger(
     candidates: list[dict[str, Any]],
     draft_orders: list[dict[str, Any]],
@@ -147,15 +159,8 @@ def find_trigger(
         return None
     in_set = {d for o in [*draft_orders, *candidates] for d in ld_drugs(o, patient_id, draft_orders, vs)}
     product = cart_product(draft_orders, vs)
-    if "fludarabine" in in_set and "cyclophosphamide" in in_set:
-        regimen: Regimen = "flu-cy"
-    elif "bendamustine" in in_set:
-        regimen = "bendamustine"
-    elif "fludarabine" in in_set:
-        regimen = "fludarabine"
-    elif product is not None:
-        regimen = "cyclophosphamide"
-    else:
+    regimen = regimen_of(in_set)
+    if regimen is None or (regimen == "cyclophosphamide" and product is None):
         return None
     validated = regimen == "flu-cy" and (product is None or product in vs.validated_products)
     dated = [(o.start, o.start_date_only) for o in triggering if o.start is not None]

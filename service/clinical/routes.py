@@ -24,7 +24,7 @@ from service.clinical.valuesets import RXNORM, RouteMarks
 class RouteEvidence:
     codes: frozenset[tuple[str, str]]  # (system, code) of every coding of the medication, its form and routes
     texts: tuple[str, ...]
-    route_texts: frozenset[str] = frozenset()  # each dosage route's text, stripped, lower case
+    route_texts: frozenset[str] = frozenset()  # each dosage route's text and displays, stripped, lower case, no dots
 
     def says(self, marks: RouteMarks) -> bool:
         if not self.codes.isdisjoint(marks.codes):
@@ -33,7 +33,8 @@ class RouteEvidence:
             return True
         if not self.route_texts.isdisjoint(marks.route_texts):
             return True
-        return any(marks.words.search(text) for text in self.texts)
+        unless = marks.unless
+        return any(marks.words.search(unless.sub(" ", t) if unless else t) for t in self.texts)
 
 
 def route_evidence(
@@ -47,8 +48,10 @@ def route_evidence(
     for dosage in [*dicts(resource.get("dosageInstruction")), *dicts([resource.get("dosage")])]:
         route = as_dict(dosage.get("route"))
         coded.append(route)
-        if isinstance(text := route.get("text"), str):
-            route_texts.add(text.strip().lower())
+        # The route's whole text and its codings' displays ("OU", "O.U."), for the short abbreviations.
+        for text in [route.get("text"), *(c.get("display") for c in dicts(route.get("coding")))]:
+            if isinstance(text, str):
+                route_texts.add(text.strip().lower().replace(".", ""))
         # The dose's unit: "tablet" (Epic), "{pill}" (the CDS Hooks sandbox); R4 doseAndRate, DSTU2 doseQuantity
         # and quantity.
         for dose in [

@@ -66,8 +66,12 @@ class RouteMarks:
     codes: frozenset[tuple[str, str]] = frozenset()
     rxnorm: frozenset[str] = frozenset()
     words: re.Pattern[str] = re.compile(r"(?!)")
-    # A dosage route's whole text, lower case: abbreviations too short to be read inside other text ("ou").
+    # A dosage route's whole text, lower case, without dots: abbreviations too short to be read inside other
+    # text ("ou", "o.u.").
     route_texts: frozenset[str] = frozenset()
+    # Phrases that contain a marking word but say the opposite ("Nasal-Gastric tube", "gel capsule"): taken
+    # out of a text before its words are read.
+    unless: re.Pattern[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -78,12 +82,10 @@ class DoseForms:
     intravenous: RouteMarks = RouteMarks()
 
 
-def _phrases(words: list[str], *, hyphen_joins: bool = False) -> re.Pattern[str]:
-    # Whole words or phrases, case-insensitive ("po" not in "poly"; "p.o." and "by  mouth" too). With
-    # hyphen_joins, a hyphenated word is one word ("nasal" not in "Nasal-Gastric tube").
+def _phrases(words: list[str]) -> re.Pattern[str]:
+    # Whole words or phrases, case-insensitive ("po" not in "poly"; "p.o." and "by  mouth" too).
     alternatives = sorted((r"\s+".join(map(re.escape, w.lower().split())) for w in words), key=len, reverse=True)
-    edge = "a-z0-9-" if hyphen_joins else "a-z0-9"
-    return re.compile(rf"(?<![{edge}])(?:" + "|".join(alternatives) + rf")(?![{edge}])", re.IGNORECASE)
+    return re.compile(r"(?<![a-z0-9])(?:" + "|".join(alternatives) + r")(?![a-z0-9])", re.IGNORECASE)
 
 
 def _codes(entries: list[Mapping[str, Any]]) -> frozenset[tuple[str, str]]:
@@ -101,8 +103,9 @@ def _local_use(raw: Mapping[str, Any]) -> RouteMarks:
     return RouteMarks(
         _codes(raw["codes"]),
         frozenset(),
-        _phrases(raw["words"], hyphen_joins=True),
-        frozenset(t.lower() for t in raw["route_texts"]),
+        _phrases(raw["words"]),
+        frozenset(t.lower().replace(".", "") for t in raw["route_texts"]),
+        _phrases(raw["systemic_phrases"]),
     )
 
 

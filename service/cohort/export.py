@@ -202,7 +202,9 @@ def read_chunk(c: Chunk, writer: PartWriter, n_shards: int, codes: frozenset[str
                     writer.add_medication(mid, line)
             elif rtype in PATIENT_TYPES:
                 holder = res.get("subject") or res.get("patient")
-                ref = holder.get("reference") if isinstance(holder, dict) else None
+                ref = (
+                    holder if isinstance(holder, str) else holder.get("reference") if isinstance(holder, dict) else None
+                )
                 if isinstance(ref, str):
                     if ref not in owners_of:
                         owners_of[ref] = patient_of(res)
