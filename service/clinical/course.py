@@ -69,6 +69,7 @@ from service.clinical.labs import (
     ParsedLabs,
     by_issued,
     derive_anc,
+    local_day,
     parse_fhir_datetime,
     parse_labs,
 )
@@ -257,10 +258,6 @@ class CourseResult:
 # ---------------------------------------------------------------- day 0
 
 
-def _local_day(when: datetime, date_only: bool, tz: tzinfo) -> date:
-    return when.date() if date_only else when.astimezone(tz).date()
-
-
 def _time_of(resource: Resource, at: str, period: str, tz: tzinfo) -> tuple[datetime, bool] | None:
     raw = resource.get(at)
     if raw is None:
@@ -329,7 +326,7 @@ def infusions(
             flags.add("infusion-without-date")
             continue
         when, date_only = t
-        found.append(Infusion(resource_ref(r), product, when, date_only, _local_day(when, date_only, tz)))
+        found.append(Infusion(resource_ref(r), product, when, date_only, local_day(when, date_only, tz)))
     found.sort(key=lambda i: (i.when, i.ref or ""))
     return found, tuple(sorted(flags))
 
@@ -402,7 +399,7 @@ def ld_start(course: Course, resources: Iterable[Resource], patient_id: str, vs:
             continue
         if t is None or not belongs_to(r, patient_id):
             continue
-        if not LD_FIRST_DAY <= course.day_of(_local_day(t[0], t[1], tz)) <= 0:
+        if not LD_FIRST_DAY <= course.day_of(local_day(t[0], t[1], tz)) <= 0:
             continue
         named = match_drugs(medication_concepts(r, meds), vs.ld_rxnorm, vs.ld_names)
         if named and not is_oral_form(r, meds, vs):
@@ -489,9 +486,7 @@ def course_result(
 
     if not isinstance(observations, ParsedLabs):
         observations = parse_labs(observations, patient_id, vs, rules)
-    elif observations.patient_id != patient_id:
-        raise ValueError("ParsedLabs of another patient")
-    for obs, r in observations.read():
+    for obs, r in observations.read(patient_id):
         # §1.5 rule 3 step 1: a result without a value (status, dataAbsentReason, valueString, no time)
         # is not a result; an untrusted one is (its value is unknown).
         if r.problem == "no-time":
@@ -504,7 +499,7 @@ def course_result(
             continue
         if r.analyte not in _ANC_PARTS and r.analyte not in placed:
             continue
-        day = course.day_of(_local_day(r.effective, r.date_only, tz))
+        day = course.day_of(local_day(r.effective, r.date_only, tz))
         if not LATEST_FROM_DAY <= day <= horizon:
             continue
         if day >= 0 and r.timing_imprecise and by_issued(obs, tz):  # placed by issued implies imprecise
@@ -522,7 +517,7 @@ def course_result(
     for parts in parts_by_day.values():
         for r in derive_anc(sorted(parts, key=_lowest_first)):
             if r.effective is not None:
-                place("anc", r, course.day_of(_local_day(r.effective, r.date_only, tz)))
+                place("anc", r, course.day_of(local_day(r.effective, r.date_only, tz)))
 
     length = COURSE_DAYS + 1
     grids = {a: build_grid(placed[a], len(THRESHOLDS[a]), horizon, length) for a in COURSE_ANALYTES}

@@ -27,17 +27,26 @@ def patient_ref_id(ref: object) -> str | None:
     return found.group(1) if found and found.group(1).isprintable() else None
 
 
+def patient_field(resource: dict[str, Any]) -> object:
+    """The field that names the resource's patient: R4 ``subject``, DSTU2 ``patient``; None when neither."""
+    holder = resource.get("subject")
+    return resource.get("patient") if holder is None else holder
+
+
+def reference_text(holder: object) -> str | None:
+    """A Reference's ``reference``; a bare string where a Reference belongs is read as its reference."""
+    ref = holder.get("reference") if isinstance(holder, dict) else holder
+    return ref if isinstance(ref, str) else None
+
+
 def owner(resource: dict[str, Any], patient_id: str) -> Owner:
     """The one reading of a resource's patient, for every rule (each decides what "unknown" means for it).
-    No subject is "this": the field is optional, and the search or the hook already selected the patient.
-    A bare string where a Reference belongs is read as its reference."""
-    holder = resource.get("subject")
+    No subject is "this": the field is optional, and the search or the hook already selected the patient."""
+    holder = patient_field(resource)
     if holder is None:
-        holder = resource.get("patient")
-        if holder is None:
-            return "this"
-    ref = holder if isinstance(holder, str) else holder.get("reference") if isinstance(holder, dict) else None
-    if not isinstance(ref, str):
+        return "this"
+    ref = reference_text(holder)
+    if ref is None:
         return "unknown"
     if ref == f"Patient/{patient_id}":
         return "this"

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from service.clinical.course import Course, CourseResult, result_below
-from service.clinical.labs import parse_fhir_datetime
+from service.clinical.labs import local_day, parse_fhir_datetime
 from service.clinical.medications import belongs_to, drug_in_class
 from service.clinical.recommendations import Strength
 from service.clinical.valuesets import ValueSets
@@ -118,7 +118,7 @@ def gcsf_in_course(
         if parsed is None:
             continue
         when, date_only = parsed
-        day = when.date() if date_only else when.astimezone(tz).date()
+        day = local_day(when, date_only, tz)
         if lo <= day <= min(today, course.last) and drug_in_class(r, [], vs, "gcsf"):
             return True
     return False

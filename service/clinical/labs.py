@@ -143,6 +143,11 @@ def parse_fhir_datetime(text: object, tz: tzinfo) -> tuple[datetime, bool] | Non
     return dt, False
 
 
+def local_day(when: datetime, date_only: bool, tz: tzinfo) -> date:
+    """The facility-local calendar day of a parsed FHIR dateTime (a date-only one: its own date)."""
+    return when.date() if date_only else when.astimezone(tz).date()
+
+
 def _decimal(x: object) -> Decimal | None:
     if isinstance(x, bool) or not isinstance(x, (int, float, str)):
         return None
@@ -214,7 +219,10 @@ class ParsedLabs:
     observations: tuple[dict[str, Any], ...]
     results: tuple[LabResult | None, ...]
 
-    def read(self) -> Iterable[tuple[dict[str, Any], LabResult]]:
+    def read(self, patient_id: str) -> Iterable[tuple[dict[str, Any], LabResult]]:
+        """Each of our lab results with its Observation; read for another patient is a programming error."""
+        if patient_id != self.patient_id:
+            raise ValueError("ParsedLabs of another patient")
         return ((o, r) for o, r in zip(self.observations, self.results, strict=True) if r is not None)
 
 
@@ -349,7 +357,7 @@ class _Clock:
         self.lookback_start = self.t0_day - timedelta(days=rules.lookback_days)
 
     def classify(self, effective: datetime, date_only: bool) -> TimeClass:
-        day = effective.date() if date_only else effective.astimezone(self.rules.tz).date()
+        day = local_day(effective, date_only, self.rules.tz)
         if (day > self.t0_day) if date_only else (effective > self.t0):
             return "after"
         if day >= self.window_start:
@@ -679,7 +687,7 @@ def _choose(analyte: str, results: list[LabResult], rules: LabRules, t0_day: dat
 
 def _day(r: LabResult, tz: tzinfo) -> date:
     """The facility-local calendar day of a result (a date-only one: its own date)."""
-    return _collected(r).date() if r.date_only else _collected(r).astimezone(tz).date()
+    return local_day(_collected(r), r.date_only, tz)
 
 
 def _tie(analyte: str, same: list[LabResult], rules: LabRules) -> _Choice:
@@ -728,9 +736,7 @@ def _heads(
 ) -> Iterable[tuple[dict[str, Any], LabCode, Effective | None, LabResult | None]]:
     """(Observation, its code, its time, the result when already read) of each of our lab results."""
     if isinstance(observations, ParsedLabs):
-        if observations.patient_id != patient_id:
-            raise ValueError("ParsedLabs of another patient")
-        for obs, r in observations.read():
+        for obs, r in observations.read(patient_id):
             when = r.effective
             eff = None if when is None else (when, r.date_only, r.timing_imprecise)
             yield obs, LabCode(r.analyte, r.tier), eff, r

@@ -6,7 +6,7 @@ Only a systemic order counts: acyclovir cream or ciprofloxacin eye drops do not 
 bacterial prophylaxis (value-set `local_use_forms`, read by routes.py).
 
 The two sources weigh differently. A draft in this hook is being signed now: the card leaves out its
-duplicate order button. A chart order only informs ("on chart: valacyclovir, 2024-03-08") and the
+duplicate order button. A chart order only informs ("on chart: valacyclovir Mar 8") and the
 button stays, because a medication list is often stale: it counts only when status is active, intent
 is order (a DSTU2 MedicationOrder is an order by its type), and it was written or starts no earlier
 than 14 days before LD start — an older order may have lapsed without being ended — and none of its
@@ -24,7 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 from service.clinical.fhirjson import as_dict, as_list, dicts
-from service.clinical.labs import parse_fhir_datetime
+from service.clinical.labs import local_day, parse_fhir_datetime
 from service.clinical.medications import belongs_to, drug_in_class, medication_concepts
 from service.clinical.orders import DEAD_STATUS, ORDER_TYPES
 from service.clinical.routes import route_evidence
@@ -51,10 +51,8 @@ class ProphylaxisOrders:
 
 
 def _local_date(raw: object, tz: tzinfo) -> date | None:
-    if isinstance(raw, str) and (parsed := parse_fhir_datetime(raw, tz)):
-        dt, date_only = parsed
-        return dt.date() if date_only else dt.astimezone(tz).date()
-    return None
+    parsed = parse_fhir_datetime(raw, tz) if isinstance(raw, str) else None
+    return local_day(*parsed, tz) if parsed else None
 
 
 def _authored(order: dict[str, Any], tz: tzinfo) -> date | None:

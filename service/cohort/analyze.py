@@ -20,7 +20,7 @@ import orjson
 
 from service.clinical import course as cc
 from service.clinical.assessment import assess_patient
-from service.clinical.labs import LabResult, parse_fhir_datetime, parse_labs
+from service.clinical.labs import LabResult, local_day, parse_fhir_datetime, parse_labs
 from service.clinical.medications import match_drug, medication_concepts
 from service.clinical.nrm import nrm_profile
 from service.cohort.config import CohortRules
@@ -101,7 +101,7 @@ def _sort_key(item: tuple[dict[str, Any], Row]) -> tuple[str, str, bytes]:
 def _registry_infusions(entries: list[RegistryEntry], tz: tzinfo) -> list[cc.Infusion]:
     out = []
     for e in entries:
-        day = e.infusion.date() if e.infusion_date_only else e.infusion.astimezone(tz).date()
+        day = local_day(e.infusion, e.infusion_date_only, tz)
         out.append(cc.Infusion(None, None, e.infusion, e.infusion_date_only, day))
     return sorted(out, key=lambda i: (i.when, i.day))
 

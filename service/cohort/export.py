@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from service.clinical.fhirjson import patient_ref_id
+from service.clinical.fhirjson import patient_field, patient_ref_id, reference_text
 from service.clinical.nrm import ECOG_LOINC
 from service.cohort.problems import Kind
 from service.cohort.store import PartWriter
@@ -113,11 +113,9 @@ def _lines(c: Chunk) -> Iterator[bytes]:
 
 
 def patient_of(resource: dict[str, object]) -> str | None:
-    holder = resource.get("subject") or resource.get("patient")  # R4 subject, DSTU2 patient
-    # The reference forms the clinical rules read as a patient (fhirjson.patient_ref_id, and a bare string as
-    # fhirjson.owner reads it): anything else could not be matched to a patient and is reported instead.
-    ref = holder if isinstance(holder, str) else holder.get("reference") if isinstance(holder, dict) else None
-    return patient_ref_id(ref)
+    # The reference forms the clinical rules read as a patient (fhirjson, as `owner` reads them): anything
+    # else could not be matched to a patient and is reported instead.
+    return patient_ref_id(reference_text(patient_field(resource)))
 
 
 def shard_of(patient: str, n_shards: int) -> int:
@@ -201,11 +199,8 @@ def read_chunk(c: Chunk, writer: PartWriter, n_shards: int, codes: frozenset[str
                 if isinstance(mid, str) and mid:
                     writer.add_medication(mid, line)
             elif rtype in PATIENT_TYPES:
-                holder = res.get("subject") or res.get("patient")
-                ref = (
-                    holder if isinstance(holder, str) else holder.get("reference") if isinstance(holder, dict) else None
-                )
-                if isinstance(ref, str):
+                ref = reference_text(patient_field(res))
+                if ref is not None:
                     if ref not in owners_of:
                         owners_of[ref] = patient_of(res)
                     pid = owners_of[ref]
