@@ -352,3 +352,63 @@ def test_a_bare_string_subject_is_read_as_its_reference(tmp_path: Path) -> None:
     writer.commit()
     assert all(not r.problems for r in reports)
     assert [pid for pid, _ in shard_patients(work, 0)] == ["p"]
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 64, 211, 4096])
+def test_chunks_hold_every_line_once_whatever_the_boundaries(tmp_path: Path, monkeypatch, chunk_bytes: int) -> None:
+    """A plain file's region is read at once and split: every line (blank, CRLF, longer than a chunk, the
+    last one without a newline) belongs to exactly one chunk, in order, and the bytes add up."""
+    import random
+
+    from service.cohort.export import ChunkReport, _lines, chunks, discover
+
+    rng = random.Random(chunk_bytes)
+    lines = [b"x" * rng.choice((0, 1, 5, 90, 300)) + rng.choice((b"", b"\r")) for _ in range(120)]
+    body = b"\n".join(lines)  # no final newline
+    exp = tmp_path / "export"
+    exp.mkdir()
+    (exp / "Observation.ndjson").write_bytes(body)
+    monkeypatch.setattr(export, "CHUNK_BYTES", chunk_bytes)
+    (f,) = discover(exp)[0]
+    got, total = [], 0
+    for c in chunks(f):
+        rep = ChunkReport(f.id, c.index)
+        got += list(_lines(c, rep))
+        total += rep.bytes
+    assert [g.rstrip(b"\n") for g in got] == lines
+    assert total == len(body)
+    assert len(chunks(f)) == -(-len(body) // chunk_bytes)
+
+
+def test_a_missing_patients_unread_observations_are_reported_at_their_lines(tmp_path: Path, monkeypatch) -> None:
+    """Observations of codes no rule reads are kept as places only, one compact row per patient and chunk:
+    when the patient is missing, each is still reported at its own line, across chunks."""
+    import orjson
+
+    def obs(i: int, code: str) -> bytes:
+        return orjson.dumps(
+            {
+                "resourceType": "Observation",
+                "id": f"o{i}",
+                "status": "final",
+                "subject": {"reference": "Patient/ghost"},
+                "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                "effectiveDateTime": "2024-03-09T08:00:00Z",
+                "valueQuantity": {"value": 80, "unit": "/min"},
+            }
+        )
+
+    exp = tmp_path / "export"
+    exp.mkdir()
+    codes = ["8867-4", "8867-4", "777-3", "8867-4"] * 10  # vital signs beside a platelet count
+    (exp / "Observation.ndjson").write_bytes(b"\n".join(obs(i, k) for i, k in enumerate(codes)) + b"\n")
+    (exp / "Patient.ndjson").write_bytes(b'{"resourceType":"Patient","id":"someone"}\n')
+    monkeypatch.setattr(export, "CHUNK_BYTES", 2000)  # a few lines a chunk
+    assert _run(exp, tmp_path / "out") == 0  # "someone" is a patient, without a course
+    reported = [(p["file"], p["kind"], p["detail"]) for p in _rows(tmp_path / "out" / "problems.csv")]
+    lines = [int(p["line"]) for p in _rows(tmp_path / "out" / "problems.csv") if p["kind"] == "missing-patient"]
+    assert lines == list(range(1, len(codes) + 1))
+    assert set(reported) == {("Observation.ndjson", "missing-patient", "Observation dropped")}
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["inputs"]["resourcesOfMissingPatients"] == len(codes)
+    assert s["inputs"]["observationsOfCodesNoRuleReads"] == 30

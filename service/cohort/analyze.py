@@ -26,7 +26,7 @@ from service.clinical.nrm import nrm_profile
 from service.cohort.config import CohortRules
 from service.cohort.problems import Kind
 from service.cohort.registry import RegistryEntry
-from service.cohort.store import Row
+from service.cohort.store import UNREAD, Row, unread_lines
 
 TRI_MEASURES = (
     "severe_neutropenia_14",
@@ -150,17 +150,17 @@ def analyze_patient(
 ) -> PatientOutcome:
     out = PatientOutcome()
     tz = rules.rules.tz
-    # "!": a line that was not JSON, kept under the patient it names; "~": an Observation of a code no
-    # rule reads, kept as a place only (both are reported when the patient is missing).
+    # "!": a line that was not JSON, kept under the patient it names; UNREAD: the Observations of codes no
+    # rule reads, kept as places only (both are reported when the patient is missing).
     broken = [r for r in rows if r[1].startswith("!")]
     parsed = [(orjson.loads(r[5]), r) for r in rows if r[1][0] not in "!~"]
     parsed.sort(key=_sort_key)
     patient = next((res for res, r in parsed if r[1] == "Patient"), None)
     if patient is None:
-        out.counts["resources-of-missing-patients"] += len(rows)
-        out.problems += [
-            (r[2], r[3], r[4], "missing-patient", f"{r[1].lstrip('!~') or 'a line'} dropped") for r in rows
-        ]
+        places = [(r[2], r[3], r[4], r[1].lstrip("!") or "a line") for r in rows if r[1] != UNREAD]
+        places += [(r[2], r[3], n, "Observation") for r in rows if r[1] == UNREAD for n in unread_lines(r)]
+        out.counts["resources-of-missing-patients"] += len(places)
+        out.problems += [(f, c, n, "missing-patient", f"{what} dropped") for f, c, n, what in places]
         return out
     out.counts["patients"] += 1
     resources = [res for res, r in parsed if r[1] != "Patient"]

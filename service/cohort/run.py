@@ -4,6 +4,7 @@ parallel) → `courses.csv`, `problems.csv`, `summary.json`, `report.html` (clin
 from __future__ import annotations
 
 import csv
+import gc
 import multiprocessing
 import shutil
 import sys
@@ -66,11 +67,12 @@ _W: dict[str, Any] = {}
 
 
 def _init_worker(work_dir: str, n_shards: int, rules: CohortRules, today: date, key: bytes | None) -> None:
-    import gc
-
-    # Scoring builds and frees a patient's dicts by reference counting; the cyclic collector's full
-    # passes over what the rules keep alive (value sets, modules) are wasted work here.
+    # Reading and scoring build acyclic JSON trees and rule results that reference counting frees; the
+    # cyclic collector's passes over them (a shard's parsed lines are alive at once) cost a quarter of
+    # the scoring step (200 patients: 1.44 → 1.07 s CPU). It runs once after each task instead, so that
+    # a cycle a rule might leave is still freed, and memory stays bounded by one task.
     gc.freeze()
+    gc.disable()
     codes = read_codes(rules.vs.lab_codes)
     _W.update(work_dir=Path(work_dir), n_shards=n_shards, rules=rules, today=today, key=key, writer=None, codes=codes)
 
@@ -80,6 +82,7 @@ def _read_task(c: Any) -> ChunkReport:
     if _W["writer"] is None:
         _W["writer"] = PartWriter(_W["work_dir"])
     rep = read_chunk(c, _W["writer"], _W["n_shards"], _W["codes"])
+    gc.collect()
     rep.cpu = time.process_time() - cpu
     return rep
 
@@ -108,6 +111,7 @@ def _shard_task(shard: int, registry: Mapping[str, list[RegistryEntry]], conditi
             rep.registry_seen.add(pid)
         if o.row is not None:
             rep.rows.append((out_id, orjson.dumps(o.row)))
+    gc.collect()
     rep.cpu = time.process_time() - cpu
     return rep
 

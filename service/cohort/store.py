@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import os
 import pickle
+from array import array
 from collections.abc import Iterator
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
 
 Row = tuple[str, str, int, int, int, bytes]  # patient, type, file, chunk, line, body
+# A row of type UNREAD stands for every Observation of a code no rule reads that one chunk holds for
+# the patient: line 0, and the body the chunk's line numbers (`unread_lines`). They are kept only to
+# be reported if the patient is missing; one row each would be half of all rows.
+UNREAD = "~Observation"
 
 FLUSH_BYTES = 16 * 1024 * 1024
 SHARD_BYTES = 16 * 1024 * 1024
@@ -36,6 +41,7 @@ class PartWriter:
         self.tag = os.getpid()
         self.rows: dict[int, list[Row]] = {}
         self.meds: list[tuple[str, bytes]] = []
+        self.unread: dict[tuple[int, str, int, int], array[int]] = {}
         self.buffered = 0
 
     def add(self, shard: int, patient: str, rtype: str, file: int, chunk: int, line: int, body: bytes) -> None:
@@ -44,17 +50,30 @@ class PartWriter:
         if self.buffered >= FLUSH_BYTES:
             self.commit()
 
+    def add_unread(self, shard: int, patient: str, file: int, chunk: int, line: int) -> None:
+        key = (shard, patient, file, chunk)
+        lines = self.unread.get(key)
+        if lines is None:
+            lines = self.unread[key] = array("L")
+        lines.append(line)
+
     def add_medication(self, mid: str, body: bytes) -> None:
         self.meds.append((mid, body))
 
     def commit(self) -> None:
+        for (shard, patient, file, chunk), lines in self.unread.items():
+            self.rows.setdefault(shard, []).append((patient, UNREAD, file, chunk, 0, lines.tobytes()))
         for shard, rows in self.rows.items():
             with open(self.dir / f"shard-{shard:05d}-{self.tag}.pkl", "ab") as f:
                 pickle.dump(rows, f, protocol=pickle.HIGHEST_PROTOCOL)
         if self.meds:
             with open(self.dir / f"medications-{self.tag}.pkl", "ab") as f:
                 pickle.dump(self.meds, f, protocol=pickle.HIGHEST_PROTOCOL)
-        self.rows, self.meds, self.buffered = {}, [], 0
+        self.rows, self.meds, self.unread, self.buffered = {}, [], {}, 0
+
+
+def unread_lines(row: Row) -> list[int]:
+    return array("L", row[5]).tolist()
 
 
 def _batches(path: Path) -> Iterator[list[Row]]:

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 def _cohort(args: argparse.Namespace) -> int:
     from service.cohort.cli import run
     from service.web.settings import load_settings
-    from service.web.site import cohort_rules_from_settings
+    from service.web.site_rules import cohort_rules_from_settings
 
     return run(args, cohort_rules_from_settings(load_settings()))
 

@@ -2,38 +2,26 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-from zoneinfo import ZoneInfo
-
 from service.cards.follow_up_hook import FollowUp
 from service.cards.order_hooks import Clinic, prefetch_templates
 from service.cards.suggestions import DEFAULT_DRUGS, Drug
 from service.clinical.follow_up import FollowUpRules
-from service.clinical.labs import LabRules
-from service.clinical.valuesets import value_sets
-from service.cohort.config import CohortRules
 from service.web.rationale import PATH as RATIONALE_PATH
 from service.web.settings import Settings
+from service.web.site_rules import ferritin_uln, infusion_procedure_codes, lab_rules, site_value_sets
 
 
 def clinic_from_settings(s: Settings) -> Clinic:
     c = s.clinical
-    vs = value_sets(c.extra_loinc, c.extra_ld_rxnorm, c.extra_cart_rxnorm, c.extra_drug_rxnorm)
-    rules = LabRules(
-        tz=ZoneInfo(s.service.timezone),
-        lookback_days=c.lookback_days,
-        inclusive_boundaries=c.inclusive_boundaries,
-        accept_preliminary=c.accept_preliminary,
-        # str() first: a TOML float such as 0.1 must become Decimal("0.1"), not its binary expansion.
-        configured_factors={k: Decimal(str(v)) for k, v in c.unit_factors.items()},
-    )
+    vs = site_value_sets(s)
+    rules = lab_rules(s)
     r = s.recommendations
     drugs = {**DEFAULT_DRUGS, **{k: Drug(d.rxnorm, d.display, d.dose) for k, d in r.drugs.items()}}
     return Clinic(
         vs,
         rules,
         prefetch_templates(vs),
-        ferritin_uln=None if c.ferritin_uln_ng_ml is None else Decimal(str(c.ferritin_uln_ng_ml)),
+        ferritin_uln=ferritin_uln(s),
         disabled=frozenset(r.disabled),
         indeterminate_as_high=r.treat_indeterminate_as_high,
         drugs=drugs,
@@ -61,21 +49,4 @@ def _follow_up(s: Settings) -> FollowUp:
     drugs = {
         k: Drug(d.rxnorm, d.display, d.dose) for k, d in configured.items() if k in ("fluoroquinolone", "azole", "gcsf")
     }
-    codes = frozenset((system, code) for system, _, code in (c.partition("|") for c in f.infusion_procedure_codes))
-    return FollowUp(rules, drugs, codes, f.infusion_count)
-
-
-def cohort_rules_from_settings(s: Settings) -> CohortRules:
-    """The same clinical configuration for `hematotox-cds cohort`, in the picklable form its workers need."""
-    clinic, c = clinic_from_settings(s), s.clinical
-    return CohortRules(
-        rules=clinic.rules,
-        ferritin_uln=clinic.ferritin_uln,
-        m_easix_crp_mg_per_l=clinic.m_easix_crp_mg_per_l,
-        extra_diabetes_snomed=clinic.extra_diabetes_snomed,
-        extra_loinc=c.extra_loinc,
-        extra_ld_rxnorm=c.extra_ld_rxnorm,
-        extra_cart_rxnorm=c.extra_cart_rxnorm,
-        extra_drug_rxnorm=c.extra_drug_rxnorm,
-        procedure_codes=clinic.follow_up.procedure_codes,
-    )
+    return FollowUp(rules, drugs, infusion_procedure_codes(s), f.infusion_count)
