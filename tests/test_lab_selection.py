@@ -14,6 +14,7 @@ import itertools
 import json
 import random
 from collections.abc import Callable, Sequence
+from datetime import UTC, date
 from decimal import Decimal
 from typing import Any
 
@@ -849,3 +850,26 @@ def test_a_stale_row_keeps_older_not_counted_beside_an_unreadable_newer_result(c
     _, text = risk(client, [*defaults("plt"), newer, old])
     cell = status_cell(text, "PLT")
     assert "older: not counted" in cell and "unreadable patient" in cell
+
+
+def test_the_date_caches_never_change_an_answer() -> None:
+    """parse_fhir_datetime and local_day are memoised (a CBC's results share a time): equal instants in
+    other offsets get their own facility day, a date-only value its own date, and a long string is
+    refused without being kept."""
+    from zoneinfo import ZoneInfo
+
+    from service.clinical import labs
+
+    berlin, tokyo = ZoneInfo("Europe/Berlin"), ZoneInfo("Asia/Tokyo")
+    utc = labs.parse_fhir_datetime("2024-03-09T23:30:00+00:00", berlin)
+    same = labs.parse_fhir_datetime("2024-03-10T00:30:00+01:00", berlin)
+    assert utc is not None and same is not None and utc[0] == same[0]
+    assert labs.local_day(utc[0], False, berlin) == labs.local_day(same[0], False, berlin) == date(2024, 3, 10)
+    assert labs.local_day(utc[0], False, UTC) == date(2024, 3, 9)
+    assert labs.local_day(utc[0], False, tokyo) == date(2024, 3, 10)
+    day_only = labs.parse_fhir_datetime("2024-03-09", tokyo)
+    assert day_only is not None and labs.local_day(day_only[0], True, berlin) == date(2024, 3, 9)
+    before = labs._parse_cached.cache_info().currsize
+    junk = "2024-03-09T08:00:00+00:00" + " " * 10_000
+    assert labs.parse_fhir_datetime(junk, berlin) is None
+    assert labs._parse_cached.cache_info().currsize == before
