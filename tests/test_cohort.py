@@ -346,9 +346,9 @@ def test_a_bare_string_subject_is_read_as_its_reference(tmp_path: Path) -> None:
     (export / "Observation.ndjson").write_bytes(b"\n".join(orjson.dumps(x) for x in lines) + b"\n")
     work = tmp_path / "work"
     work.mkdir()
-    writer = PartWriter(work)
+    writer = PartWriter(work, 1)
     files, _ = discover(export)
-    reports = [read_chunk(c, writer, 1, read_codes(value_sets().lab_codes)) for f in files for c in chunks(f)]
+    reports = [read_chunk(c, writer, read_codes(value_sets().lab_codes)) for f in files for c in chunks(f)]
     writer.commit()
     assert all(not r.problems for r in reports)
     assert [pid for pid, _ in shard_patients(work, 0)] == ["p"]
@@ -404,6 +404,7 @@ def test_a_missing_patients_unread_observations_are_reported_at_their_lines(tmp_
     (exp / "Observation.ndjson").write_bytes(b"\n".join(obs(i, k) for i, k in enumerate(codes)) + b"\n")
     (exp / "Patient.ndjson").write_bytes(b'{"resourceType":"Patient","id":"someone"}\n')
     monkeypatch.setattr(export, "CHUNK_BYTES", 2000)  # a few lines a chunk
+    monkeypatch.setattr(export, "FLUSH_BYTES", 100)  # and flushed every line or two within it
     assert _run(exp, tmp_path / "out") == 0  # "someone" is a patient, without a course
     reported = [(p["file"], p["kind"], p["detail"]) for p in _rows(tmp_path / "out" / "problems.csv")]
     lines = [int(p["line"]) for p in _rows(tmp_path / "out" / "problems.csv") if p["kind"] == "missing-patient"]
@@ -412,3 +413,41 @@ def test_a_missing_patients_unread_observations_are_reported_at_their_lines(tmp_
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert s["inputs"]["resourcesOfMissingPatients"] == len(codes)
     assert s["inputs"]["observationsOfCodesNoRuleReads"] == 30
+
+
+def test_workers_are_forked_only_from_a_process_without_other_threads(demo: Path, tmp_path: Path, monkeypatch) -> None:
+    """With no other thread the workers are forked (fast start); with one running (a test runner's, an
+    embedding application's) they come from a forkserver. The answer is the same."""
+    import multiprocessing
+    import sys
+    import threading
+
+    from service.cohort import run as cohort_run
+
+    methods: list[str] = []
+    get_context = multiprocessing.get_context
+
+    def spy(method: str) -> object:
+        methods.append(method)
+        return get_context(method)
+
+    monkeypatch.setattr(cohort_run.multiprocessing, "get_context", spy)
+    outs = []
+    for threaded in (False, True):
+        stop = threading.Event()
+        other = threading.Thread(target=stop.wait, daemon=True)
+        if threaded:
+            other.start()
+        try:
+            out = tmp_path / f"out-{threaded}"
+            assert _run(demo / "export", out, "--registry", str(demo / "registry.csv")) == 0
+            outs.append(out)
+        finally:
+            stop.set()
+            if threaded:
+                other.join()
+    unthreaded = "fork" if sys.platform == "linux" and threading.active_count() == 1 else "forkserver"
+    assert methods == [unthreaded, "forkserver"]
+    for out in outs:
+        for name in ("courses.csv", "problems.csv"):
+            assert (out / name).read_bytes() == (demo / "out" / name).read_bytes()

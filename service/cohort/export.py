@@ -23,15 +23,16 @@ import orjson
 from service.clinical.fhirjson import patient_field, patient_ref_id, reference_text
 from service.clinical.nrm import ECOG_LOINC
 from service.cohort.problems import Kind
-from service.cohort.store import PartWriter
+from service.cohort.store import FLUSH_BYTES, PartWriter, Row
 
 # Resources the rules read, by patient; Medication is shared (a formulary), looked up by id.
 PATIENT_TYPES = frozenset({"Observation", "Condition", "MedicationAdministration", "MedicationRequest", "Procedure"})
 SUFFIXES = (".ndjson", ".ndjson.gz")
-CHUNK_BYTES = 32 * 1024 * 1024  # one task of the reading step (plain files are split at line starts)
+CHUNK_BYTES = 16 * 1024 * 1024  # one task of the reading step (plain files are split at line starts)
 
 _PREFIX = re.compile(r"[A-Za-z]+")
 # A Patient reference inside a line that is not JSON: enough to say whose data was lost.
+_UNSEEN: Any = object()  # a reference not looked at yet in this chunk (None: looked at, no patient)
 _LOOSE_REF = re.compile(rb'Patient/([A-Za-z0-9\-.]{1,64})"')
 
 
@@ -150,16 +151,18 @@ def _read_by_rules(res: dict[str, Any], codes: frozenset[str]) -> bool:
     return False
 
 
-def read_chunk(c: Chunk, writer: PartWriter, n_shards: int, codes: frozenset[str]) -> ChunkReport:
+def read_chunk(c: Chunk, writer: PartWriter, codes: frozenset[str]) -> ChunkReport:
     rep = ChunkReport(c.file.id, c.index)
     ftype = c.file.type
     fid, ci = c.file.id, c.index
-    add, add_unread, problems = writer.add, writer.add_unread, rep.problems
-    # A patient's reference and shard repeat on every one of its lines: worked out once per chunk.
-    owners_of: dict[str, tuple[str, int] | None] = {}
+    buckets, problems = writer.buckets, rep.problems
+    n_shards = len(buckets)
+    # A patient's reference repeats on every one of its lines: its id and shard bucket are found once.
+    owners_of: dict[str, tuple[str, list[Row]] | None] = {}
+    unread: dict[str, list[int]] = {}  # by patient: lines of Observations no rule reads
     types: dict[str, int] = {}
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
-    n = 0
+    buffered = n = 0
     try:
         for n, raw in enumerate(_lines(c, rep), start=1):
             line = raw.strip()
@@ -173,7 +176,7 @@ def read_chunk(c: Chunk, writer: PartWriter, n_shards: int, codes: frozenset[str
                 owners = set(_LOOSE_REF.findall(line))
                 if len(owners) == 1:
                     who = owners.pop().decode()
-                    add(shard_of(who, n_shards), who, f"!{ftype or ''}", fid, ci, n, b"")
+                    buckets[shard_of(who, n_shards)].append((who, f"!{ftype or ''}", fid, ci, n, b""))
                 elif ftype == "Condition":
                     rep.unattributed_condition_lines += 1
                 continue
@@ -188,36 +191,54 @@ def read_chunk(c: Chunk, writer: PartWriter, n_shards: int, codes: frozenset[str
                 ref = reference_text(patient_field(res))
                 if ref is None:
                     owner = None
-                elif ref in owners_of:
-                    owner = owners_of[ref]
-                else:
+                elif (owner := owners_of.get(ref, _UNSEEN)) is _UNSEEN:
                     pid = patient_of(res)
-                    owner = owners_of[ref] = None if pid is None else (pid, shard_of(pid, n_shards))
+                    owner = owners_of[ref] = None if pid is None else (pid, buckets[shard_of(pid, n_shards)])
                 if rtype == "Observation" and not _read_by_rules(res, codes):
                     rep.not_read += 1
                     if owner is not None:  # kept as a place only: a missing patient is still reported
-                        add_unread(owner[1], owner[0], fid, ci, n)
-                elif owner is None:
+                        unread.setdefault(owner[0], []).append(n)
+                        buffered += 40  # a Python int in a list
+                    if buffered >= FLUSH_BYTES:
+                        _flush(writer, unread, fid, ci)
+                        buffered = 0
+                    continue
+                if owner is None:
                     problems.append((n, "no-patient-reference", f"{rtype} without a Patient/<id> subject"))
-                else:
-                    add(owner[1], owner[0], rtype, fid, ci, n, line)
+                    continue
+                owner[1].append((owner[0], rtype, fid, ci, n, line))
             elif rtype == "Patient":
                 pid = res.get("id")
-                if isinstance(pid, str) and pid:
-                    add(shard_of(pid, n_shards), pid, rtype, fid, ci, n, line)
-                else:
+                if not (isinstance(pid, str) and pid):
                     problems.append((n, "no-patient-reference", "a Patient without id"))
+                    continue
+                buckets[shard_of(pid, n_shards)].append((pid, rtype, fid, ci, n, line))
             elif rtype == "Medication":
                 mid = res.get("id")
                 if isinstance(mid, str) and mid:
                     writer.add_medication(mid, line)
+                continue
+            else:
+                continue
+            buffered += len(line) + 64
+            if buffered >= FLUSH_BYTES:
+                _flush(writer, unread, fid, ci)
+                buffered = 0
     except (OSError, EOFError, zlib.error) as exc:
         # A corrupt or truncated gzip stream: what was read stands, the rest of the file is reported.
         rep.error = f"{type(exc).__name__}: {exc}"
+    _flush(writer, unread, fid, ci)
     rep.lines = n
     rep.types.update(types)
-    writer.commit()
     return rep
+
+
+def _flush(writer: PartWriter, unread: dict[str, list[int]], file: int, chunk: int) -> None:
+    n_shards = len(writer.buckets)
+    for pid, lines in unread.items():
+        writer.add_unread(shard_of(pid, n_shards), pid, file, chunk, lines)
+    unread.clear()
+    writer.commit()
 
 
 def baseline_read_parse(files: list[ExportFile]) -> int:

