@@ -176,6 +176,23 @@ def test_a_chart_course_over_before_ld_is_not_named(client, where):
     assert "on chart" not in prophylaxis(cards(client, meds=[m]))["detail"]
 
 
+@pytest.mark.parametrize(
+    ("end", "named"),
+    [
+        ("2024-03-10T08:00:00+00:00", False),  # ended two hours before LD start (10:00 UTC), the same day
+        ("2024-03-10T09:00:00-01:00", True),  # 10:00 UTC: the LD instant itself
+        ("2024-03-10T11:00:00+01:00", True),  # 10:00 UTC written in another offset
+        ("2024-03-10T18:00:00+00:00", True),  # runs past LD start
+        ("2024-03-10", True),  # date-only: may run to the end of LD's day
+    ],
+)
+def test_a_timed_end_is_compared_with_the_ld_instant(client, end, named):
+    """Reviewers' note of 2026-12-02: a course whose timed end falls on LD day before the LD instant is over."""
+    m = medication("v1", "73645", "valacyclovir", authored="2024-02-28")
+    m["dosageInstruction"] = [{"timing": {"repeat": {"boundsPeriod": {"start": "2024-02-28", "end": end}}}}]
+    assert ("on chart Feb 28" in prophylaxis(cards(client, meds=[m]))["detail"]) is named
+
+
 def test_a_chart_order_through_ld_is_named(client):
     m = medication("v1", "73645", "valacyclovir", authored="2024-02-28")
     m["dosageInstruction"] = [{"timing": {"repeat": {"boundsPeriod": {"start": "2024-02-28", "end": "2024-03-10"}}}}]

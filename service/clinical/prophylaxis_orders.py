@@ -77,9 +77,18 @@ def _starts(order: dict[str, Any], tz: tzinfo) -> list[date]:
     return [day for raw in raws if (day := _local_date(raw, tz))]
 
 
-def _ended_before(order: dict[str, Any], day: date, tz: tzinfo) -> bool:
-    """A period of the order ends before ``day``: a course that was over before LD (status left active)."""
-    return any((end := _local_date(p.get("end"), tz)) is not None and end < day for p in _periods(order))
+def _ended_before(order: dict[str, Any], ld_start: datetime, tz: tzinfo) -> bool:
+    """A period of the order ends before LD start: a course that was over before LD (status left active).
+    A timed end is compared with the LD instant (ended at 08:00, LD at 14:00 the same day: over); a
+    date-only end with LD's facility day (it may run to the end of that day)."""
+    for period in _periods(order):
+        parsed = parse_fhir_datetime(period.get("end"), tz)
+        if parsed is None:
+            continue
+        when, date_only = parsed
+        if (local_day(when, True, tz) < ld_start.astimezone(tz).date()) if date_only else (when < ld_start):
+            return True
+    return False
 
 
 def _day(order: dict[str, Any], since: date | None, tz: tzinfo) -> date | None:
@@ -89,9 +98,9 @@ def _day(order: dict[str, Any], since: date | None, tz: tzinfo) -> date | None:
     return next((d for d in days if since is None or d >= since), None)
 
 
-def _live(order: object, patient_id: str, chart: tuple[date, date] | None, tz: tzinfo) -> bool:
-    """`chart` None: the hook's drafts (anything not ended); else a chart order, current in (since, LD day):
-    written or starting on or after `since`, and no period of it over before LD."""
+def _live(order: object, patient_id: str, chart: tuple[date, datetime] | None, tz: tzinfo) -> bool:
+    """`chart` None: the hook's drafts (anything not ended); else a chart order, current in (since, LD
+    start): written or starting on or after `since`, and no period of it over before LD start."""
     if not isinstance(order, dict) or order.get("resourceType") not in ORDER_TYPES:
         return False
     if not belongs_to(order, patient_id):
@@ -99,10 +108,13 @@ def _live(order: object, patient_id: str, chart: tuple[date, date] | None, tz: t
     status = order.get("status")
     if chart is None:
         return not (isinstance(status, str) and status in DEAD_STATUS)
-    since, ld_day = chart
+    since, ld_start = chart
     is_order = order.get("resourceType") == "MedicationOrder" or order.get("intent") == "order"
     return (
-        status == "active" and is_order and _day(order, since, tz) is not None and not _ended_before(order, ld_day, tz)
+        status == "active"
+        and is_order
+        and _day(order, since, tz) is not None
+        and not _ended_before(order, ld_start, tz)
     )
 
 
@@ -132,9 +144,9 @@ def prophylaxis_orders(
     pool = [*(chart_list or []), *draft_list]
     ld_day = ld_start.astimezone(tz).date()
     found: dict[str, Ordered] = {}
-    sources: list[tuple[list[dict[str, Any]], tuple[date, date] | None, bool]] = [(draft_list, None, True)]
+    sources: list[tuple[list[dict[str, Any]], tuple[date, datetime] | None, bool]] = [(draft_list, None, True)]
     if chart_list is not None:
-        sources.append((chart_list, (ld_day - CHART_LOOKBACK, ld_day), False))
+        sources.append((chart_list, (ld_day - CHART_LOOKBACK, ld_start), False))
     for orders, window, in_hook in sources:
         for order in orders:
             if not _live(order, patient_id, window, tz):
