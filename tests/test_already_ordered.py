@@ -134,6 +134,13 @@ def test_only_chart_orders_of_intent_order_count(client, intent):
     assert "on chart" not in prophylaxis(cards(client, meds=[m]))["detail"]
 
 
+@pytest.mark.parametrize("intent", ["original-order", "reflex-order", "filler-order"])
+def test_the_kinds_of_order_that_stand_for_an_ongoing_order_count(client, intent):
+    """Reviewers' note of 2026-12-02: R4's request-intent codes below "order" (but instance-order) are orders."""
+    m = {**medication("v1", "73645", "valacyclovir", authored="2024-03-01"), "intent": intent}
+    assert "on chart Mar 1" in line(prophylaxis(cards(client, meds=[m])), "- HSV/VZV")
+
+
 def test_a_dstu2_medication_order_is_an_order_by_its_type(client):
     m = {**medication("v1", "73645", "valacyclovir"), "resourceType": "MedicationOrder", "dateWritten": "2024-03-01"}
     del m["intent"], m["authoredOn"]

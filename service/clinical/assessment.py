@@ -16,7 +16,7 @@ from service.clinical.orders import Trigger
 from service.clinical.valuesets import ValueSets
 
 # Bumped whenever a rule that changes a result changes; printed on every card and extension.
-RULES_VERSION = "1.2.0"
+RULES_VERSION = "1.2.1"
 
 
 def ruleset_version(vs: ValueSets) -> str:

@@ -8,7 +8,7 @@ bacterial prophylaxis (value-set `local_use_forms`, read by routes.py).
 The two sources weigh differently. A draft in this hook is being signed now: the card leaves out its
 duplicate order button. A chart order only informs ("on chart: valacyclovir Mar 8") and the
 button stays, because a medication list is often stale: it counts only when status is active, intent
-is order (a DSTU2 MedicationOrder is an order by its type), and it was written or starts no earlier
+is order or one of its kinds (a DSTU2 MedicationOrder is an order by its type), and it was written or starts no earlier
 than 14 days before LD start — an older order may have lapsed without being ended — and none of its
 periods (bounds, validity) is over before LD. In the hook, any
 order not ended counts (a draft there may have no status or intent yet). When the chart could not be
@@ -30,6 +30,10 @@ from service.clinical.orders import DEAD_STATUS, ORDER_TYPES
 from service.clinical.routes import route_evidence
 from service.clinical.valuesets import ValueSets
 
+# MedicationRequest.intent "order" and the kinds of it in FHIR R4's request-intent hierarchy that stand for
+# an ongoing order (the placer's original, a reflex order, the pharmacy's filler order). Not instance-order
+# (one occurrence, e.g. a single dose: no cover), nor proposal, plan or option (not orders).
+ORDER_INTENTS = frozenset({"order", "original-order", "reflex-order", "filler-order"})
 # A chart order written or starting earlier than this before LD start is not claimed as current.
 CHART_LOOKBACK = timedelta(days=14)
 
@@ -109,7 +113,8 @@ def _live(order: object, patient_id: str, chart: tuple[date, datetime] | None, t
     if chart is None:
         return not (isinstance(status, str) and status in DEAD_STATUS)
     since, ld_start = chart
-    is_order = order.get("resourceType") == "MedicationOrder" or order.get("intent") == "order"
+    intent = order.get("intent")
+    is_order = order.get("resourceType") == "MedicationOrder" or (isinstance(intent, str) and intent in ORDER_INTENTS)
     return (
         status == "active"
         and is_order
