@@ -451,3 +451,49 @@ def test_workers_are_forked_only_from_a_process_without_other_threads(demo: Path
     for out in outs:
         for name in ("courses.csv", "problems.csv"):
             assert (out / name).read_bytes() == (demo / "out" / name).read_bytes()
+
+
+def test_lines_that_are_not_json_are_flushed_like_any_other(tmp_path: Path, monkeypatch) -> None:
+    """Review of 2026-12-02: a broken line that names its patient is kept as a row; those rows count
+    towards the flush as well, so that a gzip file (one chunk) of them does not grow in memory."""
+    from service.clinical.valuesets import value_sets
+    from service.cohort.export import chunks, discover, read_chunk, read_codes
+    from service.cohort.store import PartWriter, _batches, shard_patients
+
+    exp = tmp_path / "export"
+    exp.mkdir()
+    with gzip.open(exp / "Observation.ndjson.gz", "wb") as f:
+        for i in range(300):
+            f.write(b'{"resourceType":"Observation","id":"o%d","subject":{"reference":"Patient/p1"},"valu\n' % i)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setattr(export, "FLUSH_BYTES", 64 * 10)
+    writer = PartWriter(work, 1)
+    (f,) = discover(exp)[0]
+    (c,) = chunks(f)
+    rep = read_chunk(c, writer, read_codes(value_sets().lab_codes))
+    assert [k for _, k, _ in rep.problems] == ["malformed-json"] * 300
+    (part,) = work.glob("shard-*.pkl")
+    batches = [len(b) for b in _batches(part)]
+    assert max(batches) <= 10 and sum(batches) == 300
+    ((pid, rows),) = list(shard_patients(work, 0))
+    assert pid == "p1" and [r[4] for r in rows] == list(range(1, 301))
+
+
+def test_a_site_configuration_that_cannot_be_used_is_said_at_start(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Review of 2026-12-02: an unknown value-set extension fails before any worker starts, with a message."""
+    from service.web.settings import load_settings
+
+    monkeypatch.setenv("HEMATOTOX_CLINICAL__EXTRA_LOINC", '{"no_such_group": ["1234-5"]}')
+    load_settings.cache_clear()  # read once per process; this test's environment is its own
+    exp = tmp_path / "export"
+    exp.mkdir()
+    (exp / "Patient.ndjson").write_bytes(b'{"resourceType":"Patient","id":"p"}\n')
+    try:
+        assert _run(exp, tmp_path / "out") == 2
+    finally:
+        monkeypatch.undo()
+        load_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert err.startswith("cohort: the site configuration cannot be used:") and "no_such_group" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()

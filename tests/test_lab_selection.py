@@ -14,7 +14,7 @@ import itertools
 import json
 import random
 from collections.abc import Callable, Sequence
-from datetime import UTC, date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -873,3 +873,25 @@ def test_the_date_caches_never_change_an_answer() -> None:
     junk = "2024-03-09T08:00:00+00:00" + " " * 10_000
     assert labs.parse_fhir_datetime(junk, berlin) is None
     assert labs._parse_cached.cache_info().currsize == before
+
+
+def test_the_day_cache_tells_equal_datetimes_apart_when_their_days_differ() -> None:
+    """Review of 2026-12-02: equal, equal-hashing datetimes may be different days: date-only values built in
+    two zones (the same instant), and the two readings of a repeated hour (equal under one tzinfo)."""
+    from zoneinfo import ZoneInfo
+
+    from service.clinical import labs
+
+    a = labs.parse_fhir_datetime("2024-03-10", ZoneInfo("Etc/GMT-14"))
+    b = labs.parse_fhir_datetime("2024-03-09", ZoneInfo("Etc/GMT+10"))
+    assert a is not None and b is not None and a[0] == b[0]
+    berlin = ZoneInfo("Europe/Berlin")
+    assert (labs.local_day(a[0], True, berlin), labs.local_day(b[0], True, berlin)) == (
+        date(2024, 3, 10),
+        date(2024, 3, 9),
+    )
+    ny, minus6 = ZoneInfo("America/New_York"), ZoneInfo("Etc/GMT+6")
+    first, second = (datetime(2024, 11, 3, 1, 30, tzinfo=ny, fold=f) for f in (0, 1))
+    assert first == second and hash(first) == hash(second)
+    assert labs.local_day(first, False, minus6) == date(2024, 11, 2)
+    assert labs.local_day(second, False, minus6) == date(2024, 11, 3)

@@ -109,12 +109,14 @@ def _lines(c: Chunk, rep: ChunkReport) -> Iterator[bytes]:
             if f.read(1) != b"\n":
                 pos += len(f.readline())  # the line that started before this chunk belongs to the previous one
         first, end = pos, c.end
-        for line in f:  # the file's own line iterator: a third of the cost of readline() calls
-            if pos >= end:
-                break
-            pos += len(line)
-            yield line
-        rep.bytes = pos - first
+        try:
+            for line in f:  # the file's own line iterator: a third of the cost of readline() calls
+                if pos >= end:
+                    break
+                pos += len(line)
+                yield line
+        finally:
+            rep.bytes = pos - first  # also when reading fails part-way: what was read
 
 
 def patient_of(resource: dict[str, object]) -> str | None:
@@ -177,6 +179,10 @@ def read_chunk(c: Chunk, writer: PartWriter, codes: frozenset[str]) -> ChunkRepo
                 if len(owners) == 1:
                     who = owners.pop().decode()
                     buckets[shard_of(who, n_shards)].append((who, f"!{ftype or ''}", fid, ci, n, b""))
+                    buffered += 64
+                    if buffered >= FLUSH_BYTES:
+                        _flush(writer, unread, fid, ci)
+                        buffered = 0
                 elif ftype == "Condition":
                     rep.unattributed_condition_lines += 1
                 continue
@@ -215,9 +221,9 @@ def read_chunk(c: Chunk, writer: PartWriter, codes: frozenset[str]) -> ChunkRepo
                 buckets[shard_of(pid, n_shards)].append((pid, rtype, fid, ci, n, line))
             elif rtype == "Medication":
                 mid = res.get("id")
-                if isinstance(mid, str) and mid:
-                    writer.add_medication(mid, line)
-                continue
+                if not (isinstance(mid, str) and mid):
+                    continue
+                writer.add_medication(mid, line)
             else:
                 continue
             buffered += len(line) + 64

@@ -44,9 +44,11 @@ def infusion_procedure_codes(s: Settings) -> frozenset[tuple[str, str]]:
 
 
 def cohort_rules_from_settings(s: Settings) -> CohortRules:
-    """The same clinical configuration for `hematotox-cds cohort`, in the picklable form its workers need."""
+    """The same clinical configuration for `hematotox-cds cohort`, in the picklable form its workers need.
+    Its value sets are built here, so that a bad site extension fails at start (ValueError), not in each
+    worker."""
     c = s.clinical
-    return CohortRules(
+    rules = CohortRules(
         rules=lab_rules(s),
         ferritin_uln=ferritin_uln(s),
         m_easix_crp_mg_per_l=s.recommendations.m_easix_crp_mg_per_l,
@@ -57,3 +59,5 @@ def cohort_rules_from_settings(s: Settings) -> CohortRules:
         extra_drug_rxnorm=c.extra_drug_rxnorm,
         procedure_codes=infusion_procedure_codes(s),
     )
+    _ = rules.vs
+    return rules
