@@ -497,3 +497,33 @@ def test_a_site_configuration_that_cannot_be_used_is_said_at_start(tmp_path: Pat
     err = capsys.readouterr().err
     assert err.startswith("cohort: the site configuration cannot be used:") and "no_such_group" in err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_a_file_of_bad_lines_is_reported_line_by_line_without_holding_them(tmp_path: Path, monkeypatch) -> None:
+    """Review of 2026-12-02 (pre-existing): a chunk's problems beyond PROBLEMS_HELD go to the reader's spill
+    file and the main process streams them into its table, so a file of millions of bad lines (a gzip
+    file is one chunk) is never in memory at once; every line is still reported, at its own number."""
+    exp = tmp_path / "export"
+    exp.mkdir()
+    with gzip.open(exp / "Condition.ndjson.gz", "wb") as f:
+        for i in range(1, 2501):
+            f.write(b"\n" if i % 2 else b"[1]\n")
+    (exp / "Patient.ndjson").write_bytes(b"\n" * 7 + b'{"resourceType":"Patient","id":"p"}\n')
+    monkeypatch.setattr(export, "PROBLEMS_HELD", 100)
+    monkeypatch.setattr(export, "CHUNK_BYTES", 4)  # the plain file in several chunks too
+    assert _run(exp, tmp_path / "out") == 0
+    got = [(p["file"], int(p["line"]), p["kind"]) for p in _rows(tmp_path / "out" / "problems.csv")]
+    want = [("Condition.ndjson.gz", i, "blank-line" if i % 2 else "not-a-resource") for i in range(1, 2501)]
+    want += [("Patient.ndjson", i, "blank-line") for i in range(1, 8)]
+    assert got == want
+
+    from service.clinical.valuesets import value_sets
+    from service.cohort.store import PartWriter, spilled_problems
+
+    work = tmp_path / "work"
+    work.mkdir()
+    gz = next(f for f in export.discover(exp)[0] if f.gz)
+    (c,) = export.chunks(gz)
+    rep = export.read_chunk(c, PartWriter(work, 1), export.read_codes(value_sets().lab_codes))
+    spilled = [len(batch) for _, _, batch in spilled_problems(work)]
+    assert len(rep.problems) <= 100 and max(spilled) <= 100 and len(rep.problems) + sum(spilled) == 2500

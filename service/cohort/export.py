@@ -29,6 +29,9 @@ from service.cohort.store import FLUSH_BYTES, PartWriter, Row
 PATIENT_TYPES = frozenset({"Observation", "Condition", "MedicationAdministration", "MedicationRequest", "Procedure"})
 SUFFIXES = (".ndjson", ".ndjson.gz")
 CHUNK_BYTES = 16 * 1024 * 1024  # one task of the reading step (plain files are split at line starts)
+# A chunk's problems beyond this many go to the reader's spill file: a chunk of 16 MiB of blank lines would
+# otherwise be 16 M tuples in memory (and a gzip file is one chunk).
+PROBLEMS_HELD = 10_000
 
 _PREFIX = re.compile(r"[A-Za-z]+")
 # A Patient reference inside a line that is not JSON: enough to say whose data was lost.
@@ -167,6 +170,9 @@ def read_chunk(c: Chunk, writer: PartWriter, codes: frozenset[str]) -> ChunkRepo
     buffered = n = 0
     try:
         for n, raw in enumerate(_lines(c, rep), start=1):
+            if len(problems) >= PROBLEMS_HELD:
+                writer.spill_problems(fid, ci, problems[:])
+                problems.clear()
             line = raw.strip()
             if not line:
                 problems.append((n, "blank-line", ""))

@@ -38,7 +38,7 @@ from service.cohort.problems import Problem
 from service.cohort.pseudonym import pseudonym
 from service.cohort.registry import RegistryEntry, read_registry
 from service.cohort.results import Results
-from service.cohort.store import Medications, PartWriter, shard_count, shard_patients
+from service.cohort.store import Medications, PartWriter, shard_count, shard_patients, spilled_problems
 
 
 @dataclass(frozen=True)
@@ -171,14 +171,19 @@ def run_cohort(opts: CohortOptions, rules: CohortRules) -> RunResult:
             timings["read"], lap = time.perf_counter() - lap, time.perf_counter()
             bases = _line_bases(reports)
             by_id = {f.id: f for f in files}
-            for rep in reports:
-                f = by_id[rep.file]
-                problems += [Problem(f.name, bases[rep.file, rep.chunk] + n, k, d) for n, k, d in rep.problems]
-                if rep.error is not None:
-                    line = bases[rep.file, rep.chunk] + rep.lines
-                    problems.append(Problem(f.name, line, "unreadable-file", f"reading stopped after line {line}"))
-            cond_lost = sum(r.unattributed_condition_lines for r in reports) > 0
             results = Results(scratch / "results.sqlite")
+            # Into the table as they come: a file of millions of bad lines is never held here at once.
+            for rep in reports:
+                name, base = by_id[rep.file].name, bases[rep.file, rep.chunk]
+                results.add_problems([(name, base + n, k, d) for n, k, d in rep.problems])
+                rep.problems = []
+                if rep.error is not None:
+                    line = base + rep.lines
+                    problems.append(Problem(name, line, "unreadable-file", f"reading stopped after line {line}"))
+            for f, c, batch in spilled_problems(scratch):
+                name, base = by_id[f].name, bases[f, c]
+                results.add_problems([(name, base + n, k, d) for n, k, d in batch])
+            cond_lost = sum(r.unattributed_condition_lines for r in reports) > 0
             counts, seen = _score_all(pool, n_shards, registry, cond_lost, results, by_id, bases, opts.quiet)
         timings["score"], lap = time.perf_counter() - lap, time.perf_counter()
         reg_name = opts.registry.name if opts.registry else ""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import pickle
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
@@ -50,6 +50,11 @@ class PartWriter:
     def add_unread(self, shard: int, patient: str, file: int, chunk: int, lines: list[int]) -> None:
         self.buckets[shard].append((patient, UNREAD, file, chunk, 0, array("L", lines).tobytes()))
 
+    def spill_problems(self, file: int, chunk: int, problems: Sequence[tuple[int, str, str]]) -> None:
+        """A chunk's problems so far, (line in the chunk, kind, detail), out of memory."""
+        with open(self.dir / f"problems-{self.tag}.pkl", "ab") as f:
+            pickle.dump((file, chunk, problems), f, protocol=pickle.HIGHEST_PROTOCOL)
+
     def add_medication(self, mid: str, body: bytes) -> None:
         self.meds.append((mid, body))
 
@@ -76,6 +81,12 @@ def _batches(path: Path) -> Iterator[list[Row]]:
                 yield pickle.load(f)
             except EOFError:
                 return
+
+
+def spilled_problems(work_dir: Path) -> Iterator[tuple[int, int, list[tuple[int, str, str]]]]:
+    """(file, chunk, problems) batches the readers spilled (`PartWriter.spill_problems`)."""
+    for path in sorted(work_dir.glob("problems-*.pkl")):
+        yield from _batches(path)  # type: ignore[misc]
 
 
 def shard_patients(work_dir: Path, shard: int) -> Iterator[tuple[str, list[Row]]]:
