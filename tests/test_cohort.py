@@ -499,6 +499,22 @@ def test_a_site_configuration_that_cannot_be_used_is_said_at_start(tmp_path: Pat
     assert "Traceback" not in err and not (tmp_path / "out").exists()
 
 
+def test_an_invalid_setting_is_named_without_its_value(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A configuration may hold secrets (a database URL with its password): the error names the setting."""
+    from service.web.settings import load_settings
+
+    monkeypatch.setenv("HEMATOTOX_CLINICAL__LOOKBACK_DAYS", "s3cret-not-a-number")
+    load_settings.cache_clear()
+    try:
+        assert _run(tmp_path, tmp_path / "out") == 2
+    finally:
+        monkeypatch.undo()
+        load_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert err.startswith("cohort: the site configuration cannot be used: clinical.lookback_days:")
+    assert "s3cret" not in err and "Traceback" not in err
+
+
 def test_a_file_of_bad_lines_is_reported_line_by_line_without_holding_them(tmp_path: Path, monkeypatch) -> None:
     """Review of 2026-12-02 (pre-existing): a chunk's problems beyond PROBLEMS_HELD go to the reader's spill
     file and the main process streams them into its table, so a file of millions of bad lines (a gzip

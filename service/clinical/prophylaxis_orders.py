@@ -85,12 +85,13 @@ def _ended_before(order: dict[str, Any], ld_start: datetime, tz: tzinfo) -> bool
     """A period of the order ends before LD start: a course that was over before LD (status left active).
     A timed end is compared with the LD instant (ended at 08:00, LD at 14:00 the same day: over); a
     date-only end with LD's facility day (it may run to the end of that day)."""
+    ld_day = ld_start.astimezone(tz).date()
     for period in _periods(order):
         parsed = parse_fhir_datetime(period.get("end"), tz)
         if parsed is None:
             continue
         when, date_only = parsed
-        if (local_day(when, True, tz) < ld_start.astimezone(tz).date()) if date_only else (when < ld_start):
+        if (when.date() < ld_day) if date_only else (when < ld_start):
             return True
     return False
 

@@ -34,8 +34,8 @@ CHUNK_BYTES = 16 * 1024 * 1024  # one task of the reading step (plain files are 
 PROBLEMS_HELD = 10_000
 
 _PREFIX = re.compile(r"[A-Za-z]+")
-# A Patient reference inside a line that is not JSON: enough to say whose data was lost.
 _UNSEEN: Any = object()  # a reference not looked at yet in this chunk (None: looked at, no patient)
+# A Patient reference inside a line that is not JSON: enough to say whose data was lost.
 _LOOSE_REF = re.compile(rb'Patient/([A-Za-z0-9\-.]{1,64})"')
 
 
@@ -170,8 +170,12 @@ def read_chunk(c: Chunk, writer: PartWriter, codes: frozenset[str]) -> ChunkRepo
     buffered = n = 0
     try:
         for n, raw in enumerate(_lines(c, rep), start=1):
+            # What this chunk holds in memory stays bounded, whichever branch below added to it.
+            if buffered >= FLUSH_BYTES:
+                _flush(writer, unread, fid, ci)
+                buffered = 0
             if len(problems) >= PROBLEMS_HELD:
-                writer.spill_problems(fid, ci, problems[:])
+                writer.spill_problems(fid, ci, problems)
                 problems.clear()
             line = raw.strip()
             if not line:
@@ -186,9 +190,6 @@ def read_chunk(c: Chunk, writer: PartWriter, codes: frozenset[str]) -> ChunkRepo
                     who = owners.pop().decode()
                     buckets[shard_of(who, n_shards)].append((who, f"!{ftype or ''}", fid, ci, n, b""))
                     buffered += 64
-                    if buffered >= FLUSH_BYTES:
-                        _flush(writer, unread, fid, ci)
-                        buffered = 0
                 elif ftype == "Condition":
                     rep.unattributed_condition_lines += 1
                 continue
@@ -211,9 +212,6 @@ def read_chunk(c: Chunk, writer: PartWriter, codes: frozenset[str]) -> ChunkRepo
                     if owner is not None:  # kept as a place only: a missing patient is still reported
                         unread.setdefault(owner[0], []).append(n)
                         buffered += 40  # a Python int in a list
-                    if buffered >= FLUSH_BYTES:
-                        _flush(writer, unread, fid, ci)
-                        buffered = 0
                     continue
                 if owner is None:
                     problems.append((n, "no-patient-reference", f"{rtype} without a Patient/<id> subject"))
@@ -233,9 +231,6 @@ def read_chunk(c: Chunk, writer: PartWriter, codes: frozenset[str]) -> ChunkRepo
             else:
                 continue
             buffered += len(line) + 64
-            if buffered >= FLUSH_BYTES:
-                _flush(writer, unread, fid, ci)
-                buffered = 0
     except (OSError, EOFError, zlib.error) as exc:
         # A corrupt or truncated gzip stream: what was read stands, the rest of the file is reported.
         rep.error = f"{type(exc).__name__}: {exc}"

@@ -56,13 +56,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cohort(args: argparse.Namespace, *, as_program: bool) -> int:
+    from pydantic import ValidationError
+
     from service.cohort.cli import run
     from service.web.settings import load_settings
     from service.web.site_rules import cohort_rules_from_settings
 
     try:
         rules = cohort_rules_from_settings(load_settings())
-    except ValueError as exc:  # pydantic's ValidationError is one; so is an unknown value-set extension
+    except ValidationError as exc:
+        # Where and what, never the value given: a configuration may hold a database password.
+        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False))
+        print(f"cohort: the site configuration cannot be used: {where}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # an unknown value-set extension (its message names the group, no value)
         print(f"cohort: the site configuration cannot be used: {exc}", file=sys.stderr)
         return 2
     status = run(args, rules)
