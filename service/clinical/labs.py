@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from functools import cache, lru_cache
 from typing import Any, Literal, NamedTuple
 
-from service.clinical.fhirjson import as_list, dicts, owner
+from service.clinical.fhirjson import dicts, owner
 from service.clinical.hematotox import MAX_POINTS, Points, Span, points
 from service.clinical.units import CANONICAL, PLAUSIBLE, UnitRejected, is_plausible, to_canonical
 from service.clinical.valuesets import LOINC, LabCode, ValueSets
@@ -168,6 +168,11 @@ def _facility_day(when: datetime, fold: int, tz: tzinfo) -> date:
 def _decimal(x: object) -> Decimal | None:
     if isinstance(x, bool) or not isinstance(x, (int, float, str)):
         return None
+    # Lab values repeat (str + Decimal was a sixth of reading an Observation); a long string is read, not held.
+    return _decimal_cached(x) if not isinstance(x, str) or len(x) <= 40 else _read_decimal(x)
+
+
+def _read_decimal(x: int | float | str) -> Decimal | None:
     try:
         d = Decimal(str(x))
     except InvalidOperation:
@@ -175,6 +180,10 @@ def _decimal(x: object) -> Decimal | None:
     # "1e999999999" is a valid JSON number string but no lab value: beyond any unit factor it
     # would overflow the decimal context.
     return d if d.is_finite() and -30 <= d.adjusted() <= 30 else None
+
+
+# typed: 1 and 1.0 are equal keys but read as Decimal("1") and Decimal("1.0").
+_decimal_cached = lru_cache(maxsize=8192, typed=True)(_read_decimal)
 
 
 def _raw_effective(obs: dict[str, Any]) -> object:
@@ -261,20 +270,27 @@ def _head(
     code = obs.get("code")
     if not isinstance(code, dict):
         return None
+    coding = code.get("coding")
+    if not isinstance(coding, list):
+        return None
     lab_codes = vs.lab_codes
     lab = None
-    for c in as_list(code.get("coding")):  # the first LOINC coding that is one of our codes
+    for c in coding:  # the first LOINC coding that is one of our codes
         if isinstance(c, dict) and c.get("system") == LOINC:
             k = c.get("code")
-            if isinstance(k, str) and k in lab_codes:
-                lab = lab_codes[k]
+            if isinstance(k, str) and (lab := lab_codes.get(k)) is not None:
                 break
     if lab is None:
         return None
-    who = owner(obs, patient_id)
-    if who == "other":
-        return None
-    return lab, _effective(obs, rules.tz), who == "unknown"
+    subject = obs.get("subject")
+    if isinstance(subject, dict) and subject.get("reference") == f"Patient/{patient_id}":
+        unknown = False  # what `owner` answers first for this, the common form
+    else:
+        who = owner(obs, patient_id)
+        if who == "other":
+            return None
+        unknown = who == "unknown"
+    return lab, _effective(obs, rules.tz), unknown
 
 
 def _body(obs: dict[str, Any], lab: LabCode, eff: Effective | None, rules: LabRules) -> LabResult:
@@ -340,7 +356,10 @@ def _body(obs: dict[str, Any], lab: LabCode, eff: Effective | None, rules: LabRu
 
 
 def _reference_high(obs: dict[str, Any], analyte: str, rules: LabRules) -> Decimal | None:
-    for rr in dicts(obs.get("referenceRange")):
+    ranges = obs.get("referenceRange")
+    if not ranges:
+        return None
+    for rr in dicts(ranges):
         high = rr.get("high")
         if isinstance(high, dict) and (v := _decimal(high.get("value"))) is not None:
             unit = high.get("code") or high.get("unit")
