@@ -895,3 +895,17 @@ def test_the_day_cache_tells_equal_datetimes_apart_when_their_days_differ() -> N
     assert first == second and hash(first) == hash(second)
     assert labs.local_day(first, False, minus6) == date(2024, 11, 2)
     assert labs.local_day(second, False, minus6) == date(2024, 11, 3)
+
+
+@pytest.mark.parametrize("first", [0.0, -0.0, 1, 1.0, "1.50"])
+def test_the_value_cache_never_changes_an_answer(first: object) -> None:
+    """Lab numbers are memoised: equal keys that read differently (1 and 1.0, 0.0 and -0.0) are each read as
+    written whichever came first, and a long string is read without being kept."""
+    from service.clinical import labs
+
+    labs._decimal(first)
+    written = [(0.0, "0.0"), (-0.0, "-0.0"), (1, "1"), (1.0, "1.0"), ("1.50", "1.50"), ("1.5", "1.5")]
+    assert [(raw, str(labs._decimal(raw))) for raw, _ in written] == written
+    before = labs._decimal_cached.cache_info().currsize
+    long = "1." + "0" * 40
+    assert labs._decimal(long) == 1 and labs._decimal_cached.cache_info().currsize == before

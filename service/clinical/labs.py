@@ -168,8 +168,11 @@ def _facility_day(when: datetime, fold: int, tz: tzinfo) -> date:
 def _decimal(x: object) -> Decimal | None:
     if isinstance(x, bool) or not isinstance(x, (int, float, str)):
         return None
-    # Lab values repeat (str + Decimal was a sixth of reading an Observation); a long string is read, not held.
-    return _decimal_cached(x) if not isinstance(x, str) or len(x) <= 40 else _read_decimal(x)
+    # Lab values repeat (str + Decimal was a sixth of reading an Observation); a long string is read, not
+    # held. A float zero is read each time: 0.0 and -0.0 are one key but read as Decimal("0.0") and "-0.0".
+    if (len(x) > 40) if isinstance(x, str) else (x == 0 and isinstance(x, float)):
+        return _read_decimal(x)
+    return _decimal_cached(x)
 
 
 def _read_decimal(x: int | float | str) -> Decimal | None:
