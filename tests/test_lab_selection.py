@@ -909,3 +909,42 @@ def test_the_value_cache_never_changes_an_answer(first: object) -> None:
     before = labs._decimal_cached.cache_info().currsize
     long = "1." + "0" * 40
     assert labs._decimal(long) == 1 and labs._decimal_cached.cache_info().currsize == before
+
+
+def test_a_derived_anc_is_timed_the_same_whatever_order_its_parts_came_in() -> None:
+    """Review of 2026-12-02: parts of one specimen at equal instants written with other offsets (and one timed
+    by `issued` only) gave the derived ANC the time, and the timing flag, of whichever part came first."""
+    from service.clinical.labs import derive_anc, parse_observation
+    from service.web.settings import load_settings
+    from service.web.site_rules import cohort_rules_from_settings
+
+    rules = cohort_rules_from_settings(load_settings())
+
+    def part(oid: str, code: str, value: float, unit: str, when: dict[str, str]) -> dict[str, Any]:
+        return {
+            "resourceType": "Observation",
+            "id": oid,
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "subject": {"reference": "Patient/p1"},
+            "specimen": {"reference": "Specimen/1"},
+            "valueQuantity": {"value": value, "unit": unit},
+        } | when
+
+    observations = [
+        part("a", "6690-2", 1.0, "10*9/L", {"effectiveDateTime": "2026-05-27T09:00:00+01:00"}),
+        part("b", "6690-2", 5.0, "10*9/L", {"effectiveDateTime": "2026-05-27T07:00:00-01:00"}),
+        part("p1", "770-8", 50, "%", {"effectiveDateTime": "2026-05-27T08:00:00+00:00"}),
+        part("p2", "770-8", 50, "%", {"issued": "2026-05-27T09:00:00+00:00"}),
+    ]
+    results = [parse_observation(o, "p1", rules.vs, rules.rules) for o in observations]
+    assert all(r is not None for r in results)
+
+    def shown(rs: Sequence[Any]) -> list[tuple[object, ...]]:
+        return sorted(
+            (str(r.value), r.effective.isoformat(), r.date_only, r.timing_imprecise, r.derived_from)
+            for r in derive_anc(list(rs))
+        )
+
+    answers = {tuple(shown(p)) for p in itertools.permutations(results)}
+    assert len(answers) == 1

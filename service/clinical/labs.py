@@ -452,7 +452,9 @@ class _Partners:
 
 
 def _earliest(parts: Iterable[LabResult]) -> LabResult:
-    return min(parts, key=_collected)
+    # Equal instants may be written with other offsets or read from `issued`: the smallest identity takes
+    # the tie, never the order the parts came in (review of 2026-12-02).
+    return min(parts, key=lambda r: (_collected(r), _identity(r)))
 
 
 def _untrusted_part(parts: Iterable[LabResult]) -> LabResult | None:

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, tzinfo
 from decimal import Decimal
-from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -93,6 +92,12 @@ def _num(x: int | None) -> str:
     return "" if x is None else str(x)
 
 
+def _sort_key(item: tuple[dict[str, Any], Row]) -> tuple[str, str, bytes]:
+    res, row = item
+    rid = res.get("id")
+    return (row[1], rid if isinstance(rid, str) else "", row[5])
+
+
 def _registry_infusions(entries: list[RegistryEntry], tz: tzinfo) -> list[cc.Infusion]:
     out = []
     for e in entries:
@@ -148,10 +153,8 @@ def analyze_patient(
     # "!": a line that was not JSON, kept under the patient it names; UNREAD: the Observations of codes no
     # rule reads, kept as places only (both are reported when the patient is missing).
     broken = [r for r in rows if r[1].startswith("!")]
-    # In an order of their content (type, then the line itself), never the export's: the same answer
-    # whichever way the lines came. A C-level key: a Python one per line was 2 % of scoring.
-    kept = sorted((r for r in rows if r[1][0] not in "!~"), key=itemgetter(1, 5))
-    parsed = [(orjson.loads(r[5]), r) for r in kept]
+    parsed = [(orjson.loads(r[5]), r) for r in rows if r[1][0] not in "!~"]
+    parsed.sort(key=_sort_key)
     patient = next((res for res, r in parsed if r[1] == "Patient"), None)
     if patient is None:
         places = [(r[2], r[3], r[4], r[1].lstrip("!") or "a line") for r in rows if r[1] != UNREAD]
