@@ -93,12 +93,12 @@ def one(n: int, observations: int, where: Path, repeat: int) -> dict[str, float]
     write_truth(where / f"truth-{n}", w, 14)
     size = sum(f.stat().st_size for f in export.iterdir()) / 2**20
     print(f"\n{n} patients: generated {size:,.0f} MiB in {time.perf_counter() - t:.0f} s", flush=True)
+    truth = (where / f"truth-{n}" / "truth.csv").read_bytes()
     runs = []
     for k in range(repeat):
         y1_wall, y1_cpu, lines = yardstick(export)
         wall, cpu, peak, line = command(export, where / f"out-{n}", where / f"truth-{n}" / "registry.csv")
         y2_wall, y2_cpu, _ = yardstick(export)
-        truth = (where / f"truth-{n}" / "truth.csv").read_bytes()
         same = (where / f"out-{n}" / "courses.csv").read_bytes() == truth
         y_wall = (y1_wall + y2_wall) / 2
         y_cpu = (y1_cpu + y2_cpu) / 2

@@ -914,11 +914,8 @@ def test_the_value_cache_never_changes_an_answer(first: object) -> None:
 def test_a_derived_anc_is_timed_the_same_whatever_order_its_parts_came_in() -> None:
     """Review of 2026-12-02: parts of one specimen at equal instants written with other offsets (and one timed
     by `issued` only) gave the derived ANC the time, and the timing flag, of whichever part came first."""
-    from service.clinical.labs import derive_anc, parse_observation
-    from service.web.settings import load_settings
-    from service.web.site_rules import cohort_rules_from_settings
-
-    rules = cohort_rules_from_settings(load_settings())
+    from service.clinical.labs import LabRules, derive_anc, parse_observation
+    from service.clinical.valuesets import value_sets
 
     def part(oid: str, code: str, value: float, unit: str, when: dict[str, str]) -> dict[str, Any]:
         return {
@@ -937,7 +934,7 @@ def test_a_derived_anc_is_timed_the_same_whatever_order_its_parts_came_in() -> N
         part("p1", "770-8", 50, "%", {"effectiveDateTime": "2026-05-27T08:00:00+00:00"}),
         part("p2", "770-8", 50, "%", {"issued": "2026-05-27T09:00:00+00:00"}),
     ]
-    results = [parse_observation(o, "p1", rules.vs, rules.rules) for o in observations]
+    results = [parse_observation(o, "p1", value_sets(), LabRules(tz=UTC)) for o in observations]
     assert all(r is not None for r in results)
 
     def shown(rs: Sequence[Any]) -> list[tuple[object, ...]]:

@@ -42,6 +42,9 @@ def reference_text(holder: object) -> str | None:
 def owner(resource: dict[str, Any], patient_id: str) -> Owner:
     """The one reading of a resource's patient, for every rule (each decides what "unknown" means for it).
     No subject is "this": the field is optional, and the search or the hook already selected the patient."""
+    subject = resource.get("subject")
+    if isinstance(subject, dict) and subject.get("reference") == f"Patient/{patient_id}":
+        return "this"  # the common form, as the reading below answers it, without its calls (every result)
     holder = patient_field(resource)
     if holder is None:
         return "this"

@@ -285,15 +285,10 @@ def _head(
                 break
     if lab is None:
         return None
-    subject = obs.get("subject")
-    if isinstance(subject, dict) and subject.get("reference") == f"Patient/{patient_id}":
-        unknown = False  # what `owner` answers first for this, the common form
-    else:
-        who = owner(obs, patient_id)
-        if who == "other":
-            return None
-        unknown = who == "unknown"
-    return lab, _effective(obs, rules.tz), unknown
+    who = owner(obs, patient_id)
+    if who == "other":
+        return None
+    return lab, _effective(obs, rules.tz), who == "unknown"
 
 
 def _body(obs: dict[str, Any], lab: LabCode, eff: Effective | None, rules: LabRules) -> LabResult:

@@ -201,12 +201,8 @@ def read_chunk(c: Chunk, writer: PartWriter, codes: frozenset[str]) -> ChunkRepo
             if rtype != ftype and ftype is not None:
                 problems.append((n, "type-mismatch", f"{rtype} in a file of {ftype} (used as {rtype})"))
             if rtype in PATIENT_TYPES:
-                # patient_field and reference_text, inline (two calls a line were a tenth of this step).
-                holder = res.get("subject")
-                if holder is None:
-                    holder = res.get("patient")
-                ref = holder.get("reference") if type(holder) is dict else holder
-                if type(ref) is not str:
+                ref = reference_text(patient_field(res))
+                if ref is None:
                     owner = None
                 elif (owner := owners_of.get(ref, _UNSEEN)) is _UNSEEN:
                     pid = patient_of(res)
